@@ -1,0 +1,1 @@
+"""embed.toml -> Triton model repository + gateway settings."""

@@ -1,0 +1,227 @@
+"""embed.toml -> a Triton model repository + the gateway's settings.
+
+The weights are referenced in place (by absolute path in config.pbtxt's
+parameters), never copied: jina-v3's external data is 2.3 GB and may sit on a
+read-only mount.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from appliance.compile.pbtxt import model_config_dict, render_pbtxt
+from appliance.compile.settings import (
+    CompiledAppliance,
+    CompiledModel,
+    GatewaySettings,
+    TritonSettings,
+    write_compiled,
+)
+from appliance.errors import ConfigError
+from appliance.spec.loader import load_spec
+from appliance.spec.modelinfo import ModelFolderError, ModelInfo, inspect_model_folder
+from appliance.spec.schema import ApiKeySpec, EmbedSpec, ModelSpec
+
+log = logging.getLogger(__name__)
+
+MODEL_PY = Path(__file__).resolve().parent.parent / "triton" / "model.py"
+JINA_HELP = (
+    "put jina-embeddings-v3's six files there (see README, 'Serving jina-embeddings-v3'): "
+    "model.onnx and model.onnx_data from the model page's onnx/ folder, tokenizer.json, "
+    "tokenizer_config.json, special_tokens_map.json and config.json from its root"
+)
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def resolve_model_path(spec_path: str, base_dir: Path) -> Path:
+    """Relative model paths are relative to `EMBED_MODEL_ROOT`, else to embed.toml's folder."""
+    path = Path(spec_path).expanduser()
+    if path.is_absolute():
+        return path
+    root = os.environ.get("EMBED_MODEL_ROOT")
+    return (Path(root) if root else base_dir) / path
+
+
+def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Path) -> CompiledModel:
+    """Validate one `[[models]]` table against its folder and resolve its defaults."""
+    key = f"models[{index}]"
+    folder = resolve_model_path(spec.path, base_dir).resolve()
+    try:
+        info = inspect_model_folder(folder, spec.kind)
+    except ModelFolderError as exc:
+        fix = JINA_HELP if (spec.kind or "jina-v3") == "jina-v3" and "missing file" in str(exc) else (
+            "point `path` at a folder holding the model's ONNX export, tokenizer.json and config.json"
+        )
+        problems = "\n    ".join(exc.problems)
+        raise ConfigError(f"{key}.path", f"model folder {folder} cannot be served:\n    {problems}", fix) from None
+    tasks = _resolve_tasks(key, spec, info)
+    default_task = _resolve_default_task(key, spec, tasks)
+    instructions = {t: info.task_instructions.get(t, "") for t in tasks} if spec.task_instructions else {}
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    specials = len(tokenizer.encode("").ids)
+    max_tokens = _resolve_max_tokens(key, spec, info, specials)
+    dimensions = _resolve_dimensions(key, spec, info)
+    batching = spec_all.batching
+    return CompiledModel(
+        name=spec.name,
+        kind=info.kind,
+        folder=str(folder),
+        tasks=tasks,
+        task_ids={t: info.lora_adaptations.index(t) for t in tasks},
+        default_task=default_task,
+        instructions=instructions,
+        max_tokens=max_tokens,
+        dimensions=dimensions,
+        hidden_size=info.hidden_size,
+        vocab_size=info.vocab_size or tokenizer.get_vocab_size(),
+        pad_id=info.pad_id,
+        output_name=info.output_name,
+        max_batch_size=batching.max_batch_size,
+        max_batch_tokens=batching.max_batch_tokens,
+    )
+
+
+def _resolve_tasks(key: str, spec: ModelSpec, info: ModelInfo) -> list[str]:
+    if info.kind != "jina-v3":
+        if spec.tasks or spec.default_task:
+            raise ConfigError(f"{key}.tasks", "a sentence-transformer model has no tasks", "remove `tasks` and `default_task`")
+        return []
+    if spec.tasks is None:
+        return list(info.lora_adaptations)
+    for task in spec.tasks:
+        if task not in info.lora_adaptations:
+            raise ConfigError(
+                f"{key}.tasks",
+                f"unknown task `{task}`",
+                f"use names from the model's lora_adaptations: {', '.join(info.lora_adaptations)}",
+            )
+    if not spec.tasks:
+        raise ConfigError(f"{key}.tasks", "empty list", "list at least one task, or remove the key to expose all")
+    return list(spec.tasks)
+
+
+def _resolve_default_task(key: str, spec: ModelSpec, tasks: list[str]) -> str | None:
+    if not tasks:
+        return None
+    if spec.default_task is None:
+        return "text-matching" if "text-matching" in tasks else tasks[0]
+    if spec.default_task not in tasks:
+        raise ConfigError(f"{key}.default_task", f"`{spec.default_task}` is not a served task", f"use one of: {', '.join(tasks)}")
+    return spec.default_task
+
+
+def _resolve_max_tokens(key: str, spec: ModelSpec, info: ModelInfo, specials: int) -> int:
+    limit = info.model_max_length - specials
+    if spec.max_tokens is None:
+        return limit
+    if spec.max_tokens > limit:
+        raise ConfigError(
+            f"{key}.max_tokens",
+            f"{spec.max_tokens} is more than the model takes ({limit} content tokens)",
+            f"set max_tokens <= {limit} or remove it",
+        )
+    return spec.max_tokens
+
+
+def _resolve_dimensions(key: str, spec: ModelSpec, info: ModelInfo) -> list[int]:
+    supported = info.matryoshka_dimensions if info.kind == "jina-v3" else [info.hidden_size]
+    if info.hidden_size not in supported:
+        supported = sorted({*supported, info.hidden_size})
+    if spec.dimensions is None:
+        return supported
+    bad = [d for d in spec.dimensions if d not in supported]
+    if bad:
+        raise ConfigError(f"{key}.dimensions", f"{bad} not supported by this model", f"use values from {supported}")
+    return sorted(set(spec.dimensions))
+
+
+def compile_spec(spec: EmbedSpec, base_dir: Path, out: Path) -> CompiledAppliance:
+    """Validate the whole spec, then write the Triton repository and settings into `out`."""
+    models = [compile_model(i, m, spec, base_dir) for i, m in enumerate(spec.models)]
+    instances = spec.instances
+    threads = instances.threads or max(1, available_cpus() // instances.count)
+    repo = out / "triton"
+    if repo.exists():
+        shutil.rmtree(repo)
+    for model in models:
+        _write_triton_model(repo, model, spec, threads)
+    server = spec.server
+    compiled = CompiledAppliance(
+        gateway=GatewaySettings(
+            host=server.host,
+            port=server.port,
+            log_level=server.log_level,
+            triton_url=f"{_client_host(server.triton_host)}:{server.triton_http_port}",
+            models=models,
+            auth_keys=[_hash_plaintext(k) for k in spec.auth.keys],
+        ),
+        triton=TritonSettings(
+            host=server.triton_host,
+            http_port=server.triton_http_port,
+            grpc_port=server.triton_grpc_port,
+            metrics_port=server.triton_metrics_port,
+            model_repository=str(repo),
+            models=[m.name for m in models],
+        ),
+        threads_per_instance=threads,
+        instance_count=instances.count,
+    )
+    write_compiled(out, compiled)
+    return compiled
+
+
+def _hash_plaintext(entry: ApiKeySpec) -> ApiKeySpec:
+    """Plaintext keys are hashed before anything is written to the runtime folder."""
+    if entry.key is None:
+        return entry
+    return ApiKeySpec(name=entry.name, sha256=hashlib.sha256(entry.key.encode()).hexdigest())
+
+
+def _client_host(bind_host: str) -> str:
+    return "127.0.0.1" if bind_host in ("0.0.0.0", "") else bind_host
+
+
+def _write_triton_model(repo: Path, model: CompiledModel, spec: EmbedSpec, threads: int) -> None:
+    parameters = {
+        "model_dir": model.folder,
+        "kind": model.kind,
+        "output_name": model.output_name,
+        "pad_id": str(model.pad_id),
+        "intra_op_threads": str(threads),
+        "max_batch_tokens": str(spec.batching.max_batch_tokens),
+    }
+    config = model_config_dict(model, spec.batching, instance_count=spec.instances.count, parameters=parameters)
+    version_dir = repo / model.name / "1"
+    version_dir.mkdir(parents=True)
+    (repo / model.name / "config.pbtxt").write_text(render_pbtxt(config), encoding="utf-8")
+    shutil.copyfile(MODEL_PY, version_dir / "model.py")
+
+
+def compile_file(config_path: Path, out: Path) -> CompiledAppliance:
+    """`appliance compile`: load, validate and compile an embed.toml file."""
+    spec = load_spec(config_path)
+    out.mkdir(parents=True, exist_ok=True)
+    compiled = compile_spec(spec, config_path.resolve().parent, out)
+    if not spec.auth.keys:
+        log.warning("embed.toml declares no [auth] keys: the API is open to anyone who can reach port %d", spec.server.port)
+    for entry in spec.auth.keys:
+        if entry.key is not None:
+            log.warning("auth key `%s` is written in plaintext in embed.toml; prefer sha256 = or env =", entry.name)
+    return compiled

@@ -1,0 +1,63 @@
+"""Render a Triton `config.pbtxt` through Triton's own `ModelConfig` protobuf.
+
+Never a string template: the dict is parsed into the protobuf (so a typo in a
+field name fails here, not at Triton start) and printed with `text_format`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from appliance.compile.settings import CompiledModel
+from appliance.spec.schema import BatchingSpec
+
+# Tensor names shared by the compiler, the Triton model and the gateway's client.
+INPUT_IDS = "INPUT_IDS"
+LENGTHS = "LENGTHS"
+TASK_ID = "TASK_ID"
+EMBEDDING = "EMBEDDING"
+NORM = "NORM"
+
+
+def model_config_dict(
+    model: CompiledModel,
+    batching: BatchingSpec,
+    *,
+    instance_count: int,
+    parameters: dict[str, str],
+) -> dict[str, Any]:
+    """The config of one served model as a dict in ModelConfig's JSON form."""
+    inputs: list[dict[str, Any]] = [
+        # Each request is [n, longest-of-request]; requests of different lengths
+        # may share one execute() (ragged), where model.py repacks them by length.
+        {"name": INPUT_IDS, "data_type": "TYPE_INT64", "dims": [-1], "allow_ragged_batch": True},
+        {"name": LENGTHS, "data_type": "TYPE_INT64", "dims": [1]},
+    ]
+    if model.kind == "jina-v3":
+        # Triton has no 0-d inputs: one task id per row, grouped into ONNX's scalar in model.py.
+        inputs.append({"name": TASK_ID, "data_type": "TYPE_INT64", "dims": [1]})
+    dynamic: dict[str, Any] = {"max_queue_delay_microseconds": batching.max_queue_delay_us}
+    if batching.preferred_batch_sizes:
+        dynamic["preferred_batch_size"] = list(batching.preferred_batch_sizes)
+    return {
+        "name": model.name,
+        "backend": "python",
+        "max_batch_size": batching.max_batch_size,
+        "input": inputs,
+        "output": [
+            {"name": EMBEDDING, "data_type": "TYPE_FP32", "dims": [model.hidden_size]},
+            {"name": NORM, "data_type": "TYPE_FP32", "dims": [1]},
+        ],
+        "dynamic_batching": dynamic,
+        "instance_group": [{"count": instance_count, "kind": "KIND_CPU"}],
+        "parameters": {key: {"string_value": value} for key, value in sorted(parameters.items())},
+    }
+
+
+def render_pbtxt(config: dict[str, Any]) -> str:
+    """Parse into `ModelConfig` (validating every field name) and print as text."""
+    proto = json_format.ParseDict(config, model_config_pb2.ModelConfig())
+    return text_format.MessageToString(proto)

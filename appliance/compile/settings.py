@@ -1,0 +1,73 @@
+"""What `appliance compile` hands to the running processes (written as JSON).
+
+The gateway and the Triton launcher read only these structs, never embed.toml:
+every default has been resolved against the model folder by the compiler.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from appliance.spec.schema import ApiKeySpec, ModelKind
+
+
+class CompiledModel(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    kind: ModelKind
+    folder: str
+    tasks: list[str]
+    task_ids: dict[str, int]
+    default_task: str | None
+    instructions: dict[str, str]
+    max_tokens: int
+    dimensions: list[int]
+    hidden_size: int
+    vocab_size: int
+    pad_id: int
+    output_name: str
+    max_batch_size: int
+    max_batch_tokens: int
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return Path(self.folder) / "tokenizer.json"
+
+
+class TritonSettings(msgspec.Struct, frozen=True, kw_only=True):
+    host: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    model_repository: str
+    models: list[str]
+
+
+class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
+    host: str
+    port: int
+    log_level: str
+    triton_url: str
+    models: list[CompiledModel]
+    auth_keys: list[ApiKeySpec]
+
+
+class CompiledAppliance(msgspec.Struct, frozen=True, kw_only=True):
+    gateway: GatewaySettings
+    triton: TritonSettings
+    threads_per_instance: int
+    instance_count: int
+
+
+COMPILED_FILE = "appliance.json"
+
+
+def write_compiled(out: Path, compiled: CompiledAppliance) -> Path:
+    path = out / COMPILED_FILE
+    path.write_bytes(msgspec.json.format(msgspec.json.encode(compiled)))
+    return path
+
+
+def read_compiled(runtime_dir: Path) -> CompiledAppliance:
+    return msgspec.json.decode((runtime_dir / COMPILED_FILE).read_bytes(), type=CompiledAppliance)

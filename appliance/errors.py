@@ -1,0 +1,66 @@
+"""One error tree. Each class carries its HTTP status and OpenAI error type.
+
+The gateway maps these (and only these) to responses in exactly one place
+(`appliance.gateway.errors`); anything else is a 500 that says nothing more.
+"""
+
+from __future__ import annotations
+
+
+class ApplianceError(Exception):
+    """Base of every error the appliance raises on purpose."""
+
+    status_code: int = 500
+    error_type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(ApplianceError):
+    """embed.toml is invalid. The message names the TOML key and the fix."""
+
+    def __init__(self, key: str, problem: str, fix: str) -> None:
+        super().__init__(f"embed.toml: `{key}`: {problem}\n  fix: {fix}", param=key)
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+
+
+class InvalidRequestError(ApplianceError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class AuthenticationError(ApplianceError):
+    status_code = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFoundError(ApplianceError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLargeError(ApplianceError):
+    status_code = 413
+    error_type = "invalid_request_error"
+
+
+class RateLimitError(ApplianceError):
+    status_code = 429
+    error_type = "rate_limit_error"
+
+
+class BackendUnavailableError(ApplianceError):
+    """Triton is not ready (starting, restarting) or did not answer in time."""
+
+    status_code = 503
+    error_type = "service_unavailable"

@@ -1,0 +1,1 @@
+"""The HTTP face: Litestar app factory, routes, auth and the error table."""

@@ -1,0 +1,55 @@
+"""The one table from errors to HTTP responses in OpenAI's error shape."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from appliance.errors import ApplianceError, InvalidRequestError
+from appliance.gateway.schemas import ErrorBody, ErrorResponse
+
+log = logging.getLogger(__name__)
+_encoder = msgspec.json.Encoder()
+_PATH_RE = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+
+# Litestar's own HTTP errors (404 route, 405 method, 413 body...) -> OpenAI error types.
+_HTTP_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error",
+               413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
+
+
+def error_response(status: int, message: str, error_type: str, *, param: str | None = None,
+                   code: str | None = None, headers: dict[str, str] | None = None) -> Response[bytes]:
+    body = ErrorResponse(error=ErrorBody(message=message, type=error_type, param=param, code=code))
+    return Response(_encoder.encode(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def request_error_from_msgspec(exc: msgspec.ValidationError | msgspec.DecodeError) -> InvalidRequestError:
+    """`Expected `str`, got `int` - at `$.input[3]`` -> a 400 whose `param` is `input[3]`."""
+    text = str(exc)
+    if not isinstance(exc, msgspec.ValidationError):  # ValidationError subclasses DecodeError
+        return InvalidRequestError(f"the request body is not valid JSON: {text}")
+    match = _PATH_RE.search(text)
+    param = match.group("path") if match else None
+    return InvalidRequestError(f"invalid request: {text}", param=param)
+
+
+def handle_appliance_error(_: Request, exc: ApplianceError) -> Response[bytes]:
+    headers = {"Retry-After": "1"} if exc.status_code in (429, 503) else None
+    return error_response(exc.status_code, exc.message, exc.error_type, param=exc.param, code=exc.code,
+                          headers=headers)
+
+
+def handle_http_exception(_: Request, exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    error_type = _HTTP_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    message = exc.detail if status < 500 else "Internal Server Error"
+    return error_response(status, message, error_type, headers=exc.headers)
+
+
+def handle_unexpected(request: Request, exc: Exception) -> Response[bytes]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "Internal Server Error", "server_error")

@@ -1,0 +1,70 @@
+"""The inference backend seen by the pipeline: a Protocol, and Triton's implementation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import aiohttp
+import numpy as np
+import numpy.typing as npt
+import tritonclient.http.aio as triton_http
+from tritonclient.utils import InferenceServerException
+
+from appliance.compile.pbtxt import EMBEDDING, INPUT_IDS, LENGTHS, NORM, TASK_ID
+from appliance.errors import BackendUnavailableError
+
+I64 = npt.NDArray[np.int64]
+F32 = npt.NDArray[np.float32]
+READY_TIMEOUT_S = 2.0
+
+
+class EmbeddingBackend(Protocol):
+    """Turns one padded block of token ids into pooled unit vectors and their norms."""
+
+    async def embed(self, model: str, ids: I64, lengths: I64, task_id: int | None) -> tuple[F32, F32]: ...
+
+    async def ready(self, models: list[str]) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class TritonBackend:
+    """Calls Triton over HTTP with binary tensors (tritonclient's asyncio client)."""
+
+    def __init__(self, url: str, *, timeout_s: float = 300.0) -> None:
+        self.client = triton_http.InferenceServerClient(url, conn_timeout=timeout_s)
+
+    async def embed(self, model: str, ids: I64, lengths: I64, task_id: int | None) -> tuple[F32, F32]:
+        inputs = [_tensor(INPUT_IDS, ids), _tensor(LENGTHS, lengths.reshape(-1, 1))]
+        if task_id is not None:
+            inputs.append(_tensor(TASK_ID, np.full((ids.shape[0], 1), task_id, dtype=np.int64)))
+        outputs = [triton_http.InferRequestedOutput(n, binary_data=True) for n in (EMBEDDING, NORM)]
+        try:
+            result = await self.client.infer(model, inputs, outputs=outputs)
+        except InferenceServerException as exc:
+            raise BackendUnavailableError(f"the inference server did not answer: {exc.message()}") from exc
+        except (aiohttp.ClientError, OSError) as exc:  # Triton is down, restarting or timed out
+            raise BackendUnavailableError("the inference server is not reachable; retry shortly") from exc
+        return result.as_numpy(EMBEDDING), result.as_numpy(NORM)
+
+    async def ready(self, models: list[str]) -> bool:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                if not await self.client.is_server_ready():
+                    return False
+                for name in models:
+                    if not await self.client.is_model_ready(name):
+                        return False
+        except (InferenceServerException, aiohttp.ClientError, OSError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _tensor(name: str, array: I64) -> triton_http.InferInput:
+    tensor = triton_http.InferInput(name, list(array.shape), "INT64")
+    tensor.set_data_from_numpy(array, binary_data=True)
+    return tensor

@@ -1,0 +1,1 @@
+"""Process side: `appliance serve` (compile + supervisord) and the programs supervisord runs."""

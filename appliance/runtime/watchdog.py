@@ -1,0 +1,50 @@
+"""supervisord event listener: stop the appliance when a program cannot run at all.
+
+tritonserver exiting with the launcher's "models failed to load" code, or a
+program going FATAL (restarted too often), would otherwise leave a half-alive
+server whose /ready never turns green.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from appliance.runtime.triton import EXIT_LOAD_FAILED
+
+
+def _parse(line: str) -> dict[str, str]:
+    return dict(token.split(":", 1) for token in line.split())
+
+
+def should_stop(event: str, payload: dict[str, str]) -> bool:
+    if event == "PROCESS_STATE_FATAL":
+        return True
+    return (
+        event == "PROCESS_STATE_EXITED"
+        and payload.get("processname") == "triton"
+        and payload.get("expected") == "1"
+    )
+
+
+def main() -> None:
+    while True:
+        sys.stdout.write("READY\n")
+        sys.stdout.flush()
+        header = _parse(sys.stdin.readline())
+        payload = _parse(sys.stdin.read(int(header["len"])).split("\n", 1)[0])
+        if should_stop(header["eventname"], payload):
+            sys.stderr.write(
+                f"appliance: {payload.get('processname')} cannot run "
+                f"({header['eventname']}, exit code {EXIT_LOAD_FAILED} means the models failed to load); "
+                "stopping. The reason is in the log above.\n"
+            )
+            sys.stderr.flush()
+            os.kill(os.getppid(), signal.SIGTERM)
+        sys.stdout.write("RESULT 2\nOK")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

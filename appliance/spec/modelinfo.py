@@ -1,0 +1,183 @@
+"""Read what a model folder says about itself: kind, tasks, sizes, ONNX interface.
+
+Everything here is cheap: the ONNX graph is read without its weights, and the
+external-data file is checked by size, never loaded (jina-v3's is 2.3 GB).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+from appliance.spec.schema import ModelKind
+
+JINA_FILES = (
+    "model.onnx",
+    "model.onnx_data",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "config.json",
+)
+SENTENCE_TRANSFORMER_FILES = ("model.onnx", "tokenizer.json", "config.json")
+JINA_OUTPUT = "text_embeds"
+SENTENCE_TRANSFORMER_OUTPUTS = ("last_hidden_state", "token_embeddings")
+
+
+class ModelFolderError(Exception):
+    """The folder cannot be served; `problems` lists each one on its own line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class OnnxInterface:
+    inputs: dict[str, tuple[int, list[int | str]]]
+    outputs: dict[str, tuple[int, list[int | str]]]
+    external_files: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the compiler needs to know about one model folder."""
+
+    folder: Path
+    kind: ModelKind
+    hidden_size: int
+    lora_adaptations: list[str]
+    task_instructions: dict[str, str]
+    matryoshka_dimensions: list[int]
+    model_max_length: int
+    vocab_size: int
+    pad_id: int
+    output_name: str
+    input_names: list[str]
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict):
+        raise ModelFolderError([f"{path.name}: expected a JSON object"])
+    return data
+
+
+def read_onnx_interface(model_path: Path) -> OnnxInterface:
+    """The graph's inputs/outputs and the external-data bytes each file must hold."""
+    proto = onnx.load(str(model_path), load_external_data=False)
+
+    def describe(values: Any) -> dict[str, tuple[int, list[int | str]]]:
+        out: dict[str, tuple[int, list[int | str]]] = {}
+        for v in values:
+            t = v.type.tensor_type
+            dims: list[int | str] = [d.dim_param or d.dim_value for d in t.shape.dim]
+            out[v.name] = (t.elem_type, dims)
+        return out
+
+    needed: dict[str, int] = {}
+    for tensor in _all_initializers(proto.graph):
+        if uses_external_data(tensor):
+            info = ExternalDataInfo(tensor)
+            end = (info.offset or 0) + (info.length or 0)
+            needed[info.location] = max(needed.get(info.location, 0), end)
+    return OnnxInterface(describe(proto.graph.input), describe(proto.graph.output), needed)
+
+
+def _all_initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    tensors = list(graph.initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                tensors.append(attr.t)
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                tensors.extend(_all_initializers(attr.g))
+    return tensors
+
+
+def inspect_model_folder(folder: Path, kind: ModelKind | None) -> ModelInfo:
+    """Check a model folder and describe it; raise `ModelFolderError` listing every problem."""
+    if not folder.is_dir():
+        raise ModelFolderError([f"{folder} is not a directory"])
+    config = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+    detected: ModelKind = "jina-v3" if "lora_adaptations" in config else "sentence-transformer"
+    kind = kind or detected
+    required = JINA_FILES if kind == "jina-v3" else SENTENCE_TRANSFORMER_FILES
+    missing = [name for name in required if not (folder / name).is_file()]
+    if missing:
+        raise ModelFolderError([f"missing file {folder / name}" for name in missing])
+
+    problems: list[str] = []
+    try:
+        iface = read_onnx_interface(folder / "model.onnx")
+    except Exception as exc:  # onnx raises several unrelated types for a corrupt file
+        raise ModelFolderError([f"{folder / 'model.onnx'} is not a readable ONNX model: {exc}"]) from None
+    for location, size in iface.external_files.items():
+        path = folder / location
+        if not path.is_file():
+            problems.append(f"missing file {path} (the weights model.onnx refers to)")
+        elif path.stat().st_size < size:
+            problems.append(f"{path} is truncated: {path.stat().st_size} bytes, the graph needs {size}")
+    output_name = _check_interface(kind, iface, problems)
+    if problems:
+        raise ModelFolderError(problems)
+
+    tok_config = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
+    hidden = int(config.get("hidden_size") or _hidden_from_output(iface, output_name))
+    positions = int(config.get("max_position_embeddings") or 512)
+    model_max = int(tok_config.get("model_max_length") or positions)
+    if model_max > 10**6:  # transformers' "no limit" sentinel
+        model_max = positions
+    return ModelInfo(
+        folder=folder,
+        kind=kind,
+        hidden_size=hidden,
+        lora_adaptations=list(config.get("lora_adaptations") or []),
+        task_instructions=dict(config.get("task_instructions") or {}),
+        matryoshka_dimensions=sorted(int(d) for d in config.get("matryoshka_dimensions") or [hidden]),
+        model_max_length=min(model_max, positions),
+        vocab_size=int(config.get("vocab_size") or 0),
+        pad_id=int(config.get("pad_token_id") or 0),
+        output_name=output_name,
+        input_names=list(iface.inputs),
+    )
+
+
+def _check_interface(kind: ModelKind, iface: OnnxInterface, problems: list[str]) -> str:
+    int64 = onnx.TensorProto.INT64
+    for name in ("input_ids", "attention_mask"):
+        if name not in iface.inputs:
+            problems.append(f"model.onnx has no input `{name}` (inputs: {', '.join(iface.inputs)})")
+        elif iface.inputs[name][0] != int64 or len(iface.inputs[name][1]) != 2:
+            problems.append(f"model.onnx input `{name}` must be int64 [batch, sequence]")
+    if kind == "jina-v3":
+        task = iface.inputs.get("task_id")
+        if task is None:
+            problems.append("model.onnx has no input `task_id`: not a jina-v3 export")
+        elif task[0] != int64 or task[1]:
+            problems.append("model.onnx input `task_id` must be a 0-d int64 scalar")
+        if JINA_OUTPUT not in iface.outputs:
+            problems.append(f"model.onnx has no output `{JINA_OUTPUT}` (outputs: {', '.join(iface.outputs)})")
+        return JINA_OUTPUT
+    extra = set(iface.inputs) - {"input_ids", "attention_mask", "token_type_ids"}
+    if extra:
+        problems.append(f"model.onnx has inputs a sentence-transformer model does not take: {sorted(extra)}")
+    for name in SENTENCE_TRANSFORMER_OUTPUTS:
+        if name in iface.outputs:
+            return name
+    problems.append(
+        f"model.onnx has none of the outputs {SENTENCE_TRANSFORMER_OUTPUTS} (outputs: {', '.join(iface.outputs)})"
+    )
+    return SENTENCE_TRANSFORMER_OUTPUTS[0]
+
+
+def _hidden_from_output(iface: OnnxInterface, output_name: str) -> int:
+    dims = iface.outputs.get(output_name, (0, []))[1]
+    last = dims[-1] if dims else 0
+    return last if isinstance(last, int) and last > 0 else 0

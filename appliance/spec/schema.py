@@ -1,0 +1,92 @@
+"""The shape of embed.toml: frozen msgspec Structs that reject unknown keys.
+
+This module is the one place that knows the file's layout. Defaults that depend
+on the model folder (tasks, dimensions, max_tokens) stay `None` here and are
+resolved by the compiler, which can read the folder.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{64}$")]
+EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+ModelKind = Literal["jina-v3", "sentence-transformer"]
+
+
+class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every table: immutable, unknown keys are an error naming their path."""
+
+
+class ServerSpec(Base):
+    """`[server]`: where the gateway listens and where Triton listens (loopback)."""
+
+    host: str = "0.0.0.0"
+    port: Port = 8080
+    triton_host: str = "127.0.0.1"
+    triton_http_port: Port = 8000
+    triton_grpc_port: Port = 8001
+    triton_metrics_port: Port = 8002
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ModelSpec(Base):
+    """`[[models]]`: one served model."""
+
+    name: ModelName
+    path: str
+    kind: ModelKind | None = None
+    default_task: str | None = None
+    tasks: list[str] | None = None
+    task_instructions: bool = True
+    max_tokens: PositiveInt | None = None
+    dimensions: list[PositiveInt] | None = None
+
+
+class BatchingSpec(Base):
+    """`[batching]`: Triton's dynamic batcher and the packer inside model.py."""
+
+    max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
+    preferred_batch_sizes: list[PositiveInt] = []
+    max_queue_delay_us: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 2000
+    max_batch_tokens: Annotated[int, msgspec.Meta(ge=16)] = 16384
+
+
+class InstancesSpec(Base):
+    """`[instances]`: model instances and ONNX Runtime threads per instance.
+
+    `threads = 0` means: the CPUs this container may use, divided by `count`.
+    """
+
+    count: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    threads: Annotated[int, msgspec.Meta(ge=0, le=256)] = 0
+
+
+class ApiKeySpec(Base):
+    """One entry of `[auth] keys`: exactly one of `sha256`, `env`, `key`."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    sha256: Sha256Hex | None = None
+    env: EnvName | None = None
+    key: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+
+
+class AuthSpec(Base):
+    """`[auth]`: API keys. No keys means an open server (logged as a warning)."""
+
+    keys: list[ApiKeySpec] = []
+
+
+class EmbedSpec(Base):
+    """The whole embed.toml."""
+
+    models: list[ModelSpec]
+    server: ServerSpec = ServerSpec()
+    batching: BatchingSpec = BatchingSpec()
+    instances: InstancesSpec = InstancesSpec()
+    auth: AuthSpec = AuthSpec()

@@ -1,0 +1,1 @@
+"""Small, offline, deterministic stand-in models for tests."""

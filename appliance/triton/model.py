@@ -1,0 +1,105 @@
+"""The Triton Python-backend model: one ONNX Runtime session per instance.
+
+Triton's dynamic batcher hands `execute` requests from many clients at once,
+each a padded block [n, L] of token ids with the real LENGTHS and, for jina-v3,
+a TASK_ID per row. Here every row of every request is unpadded, grouped by task
+(jina's ONNX `task_id` is one 0-d scalar per run), sorted by length and packed
+under `max_batch_tokens`, then run, mean-pooled over the mask in fp32 and
+L2-normalized. Only pooled vectors leave Triton: EMBEDDING (unit, [n, hidden])
+and NORM (the pre-normalization length, [n, 1]).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+from appliance.pipeline.packing import pack_by_length
+from appliance.pipeline.pooling import l2_normalize, masked_mean
+
+Row = tuple[int, int, np.ndarray]  # (request index, row index, token ids without padding)
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.kind = params["kind"]
+        self.output_name = params["output_name"]
+        self.pad_id = int(params["pad_id"])
+        self.max_batch_tokens = int(params["max_batch_tokens"])
+        self.max_rows = int(config["max_batch_size"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params["intra_op_threads"])
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning threads burn the cores other instances and the gateway need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        model_path = f"{params['model_dir']}/model.onnx"
+        self.session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+        self.input_names = {i.name for i in self.session.get_inputs()}
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        try:
+            outputs = self._embed([self._read(r) for r in requests])
+        except Exception as exc:  # one response per request, the error inside it
+            error = pb_utils.TritonError(f"inference failed: {type(exc).__name__}: {exc}")
+            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        return [
+            pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor("EMBEDDING", unit), pb_utils.Tensor("NORM", norm)]
+            )
+            for unit, norm in outputs
+        ]
+
+    def _read(self, request: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ids = pb_utils.get_input_tensor_by_name(request, "INPUT_IDS").as_numpy()
+        lengths = pb_utils.get_input_tensor_by_name(request, "LENGTHS").as_numpy().reshape(-1)
+        task = pb_utils.get_input_tensor_by_name(request, "TASK_ID")
+        tasks = task.as_numpy().reshape(-1) if task is not None else np.zeros(len(lengths), np.int64)
+        if ids.ndim != 2 or len(lengths) != ids.shape[0] or len(tasks) != ids.shape[0]:
+            raise ValueError(f"INPUT_IDS {ids.shape}, LENGTHS {lengths.shape}, TASK_ID {tasks.shape} disagree")
+        if (lengths < 1).any() or (lengths > ids.shape[1]).any():
+            raise ValueError("LENGTHS out of range")
+        return ids, lengths, tasks
+
+    def _embed(self, batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        by_task: dict[int, list[Row]] = defaultdict(list)
+        for r, (ids, lengths, tasks) in enumerate(batch):
+            for i in range(ids.shape[0]):
+                by_task[int(tasks[i])].append((r, i, ids[i, : lengths[i]]))
+        results: dict[tuple[int, int], np.ndarray] = {}
+        for task_id, rows in by_task.items():
+            lengths = [len(row[2]) for row in rows]
+            for run in pack_by_length(lengths, self.max_batch_tokens, self.max_rows):
+                vectors = self._run([rows[i][2] for i in run], task_id)
+                for i, vector in zip(run, vectors):
+                    results[(rows[i][0], rows[i][1])] = vector
+        return [
+            l2_normalize(np.stack([results[(r, i)] for i in range(ids.shape[0])]))
+            for r, (ids, _, _) in enumerate(batch)
+        ]
+
+    def _run(self, sequences: list[np.ndarray], task_id: int) -> np.ndarray:
+        width = max(len(s) for s in sequences)
+        ids = np.full((len(sequences), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(sequences), width), dtype=np.int64)
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "task_id" in self.input_names:
+            feed["task_id"] = np.array(task_id, dtype=np.int64)  # 0-d: one task per run
+        if "token_type_ids" in self.input_names:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        (hidden,) = self.session.run([self.output_name], feed)  # by NAME: output 1 is a decoy
+        return masked_mean(hidden, mask)
+
+    def finalize(self) -> None:
+        self.session = None
