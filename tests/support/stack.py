@@ -1,0 +1,121 @@
+"""Start the real appliance (`appliance serve`: supervisord, tritonserver, gateway) for tests.
+
+Ports are chosen at run time on 127.0.0.1; readiness is polled to a deadline, never slept for.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+READY_DEADLINE_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ports_toml() -> str:
+    """A [server] table with four free loopback ports."""
+    return (
+        "[server]\n"
+        'host = "127.0.0.1"\n'
+        f"port = {free_port()}\n"
+        'triton_host = "127.0.0.1"\n'
+        f"triton_http_port = {free_port()}\n"
+        f"triton_grpc_port = {free_port()}\n"
+        f"triton_metrics_port = {free_port()}\n"
+    )
+
+
+@dataclass
+class Stack:
+    """A running appliance started from an embed.toml written into `workdir`."""
+
+    workdir: Path
+    toml: str
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    base_url: str = ""
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "appliance.log"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, *, wait: bool = True) -> Stack:
+        config = self.workdir / "embed.toml"
+        config.write_text(self.toml)
+        port = next(int(line.split("=")[1]) for line in self.toml.splitlines() if line.startswith("port ="))
+        self.base_url = f"http://127.0.0.1:{port}"
+        env = dict(os.environ, **self.env)
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "appliance.cli", "serve", "--config", str(config),
+                 "--runtime-dir", str(self.workdir / "runtime")],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, deadline_s: float = READY_DEADLINE_S) -> float:
+        """Poll /ready until 200; return the seconds it took."""
+        assert self.process is not None
+        start = time.monotonic()
+        while time.monotonic() - start < deadline_s:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"appliance exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            try:
+                if httpx.get(f"{self.base_url}/ready", timeout=2).status_code == 200:
+                    return time.monotonic() - start
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)  # poll interval, not a wait for a condition
+        raise TimeoutError(f"appliance not ready after {deadline_s}s:\n{self.log()[-4000:]}")
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            raise
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def model_toml(name: str, path: Path, **extra: object) -> str:
+    lines = ["[[models]]", f'name = "{name}"', f'path = "{path}"']
+    for key, value in extra.items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return str(value)
