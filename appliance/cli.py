@@ -21,6 +21,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--runtime-dir", type=Path, default=None, help="where the compiled repository goes")
     demo = sub.add_parser("demo-model", help="lay out the bundled all-MiniLM-L6-v2 demo model folder")
     demo.add_argument("--to", type=Path, required=True)
+    download = sub.add_parser("download", help="fetch jina-embeddings-v3's six files from the Hugging Face Hub")
+    download.add_argument("model", nargs="?", default="jinaai/jina-embeddings-v3", help="Hub repository id")
+    download.add_argument("--to", type=Path, required=True, help="the model folder (files land flat in it)")
+    download.add_argument("--revision", default="main", help="branch, tag or commit to pin (default: main)")
+    verify = sub.add_parser("verify", help="check a jina-embeddings-v3 model folder, one line per problem")
+    verify.add_argument("folder", type=Path)
     return parser
 
 
@@ -33,8 +39,8 @@ def main(argv: list[str] | None = None) -> None:
 
             compiled = compile_file(args.config, args.out)
             names = ", ".join(m.name for m in compiled.gateway.models)
-            print(f"compiled {names} into {args.out} ({compiled.instance_count} instance(s) x "
-                  f"{compiled.threads_per_instance} ORT thread(s))")
+            print(f"compiled {names} into {args.out} ({compiled.gateway.instance_count} instance(s) x "
+                  f"{compiled.gateway.threads_per_instance} ORT thread(s))")
         elif args.command == "serve":
             from appliance.runtime.serve import default_runtime_dir, serve
 
@@ -43,6 +49,14 @@ def main(argv: list[str] | None = None) -> None:
             from appliance.demo import lay_out_demo_model
 
             print(f"demo model ready in {lay_out_demo_model(args.to)}")
+        elif args.command == "download":
+            from appliance.models.download import run_download
+
+            sys.exit(run_download(args.model, args.to, args.revision))
+        elif args.command == "verify":
+            from appliance.models.verify import run_verify
+
+            sys.exit(run_verify(args.folder))
     except ConfigError as exc:
         print(f"appliance: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -49,6 +49,13 @@ class ModelNotFoundError(ApplianceError):
     code = "model_not_found"
 
 
+class UnprocessableError(ApplianceError):
+    """Well-formed, but not something this model can process (e.g. token ids outside its vocabulary)."""
+
+    status_code = 422
+    error_type = "invalid_request_error"
+
+
 class PayloadTooLargeError(ApplianceError):
     status_code = 413
     error_type = "invalid_request_error"

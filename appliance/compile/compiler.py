@@ -13,8 +13,6 @@ import os
 import shutil
 from pathlib import Path
 
-from tokenizers import Tokenizer
-
 from appliance.compile.pbtxt import model_config_dict, render_pbtxt
 from appliance.compile.settings import (
     CompiledAppliance,
@@ -24,6 +22,7 @@ from appliance.compile.settings import (
     write_compiled,
 )
 from appliance.errors import ConfigError
+from appliance.pipeline.tokenize import load_tokenizer
 from appliance.spec.loader import load_spec
 from appliance.spec.modelinfo import ModelFolderError, ModelInfo, inspect_model_folder
 from appliance.spec.schema import ApiKeySpec, EmbedSpec, ModelSpec
@@ -75,7 +74,7 @@ def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Pa
     tasks = _resolve_tasks(key, spec, info)
     default_task = _resolve_default_task(key, spec, tasks)
     instructions = {t: info.task_instructions.get(t, "") for t in tasks} if spec.task_instructions else {}
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer = load_tokenizer(folder / "tokenizer.json")
     specials = len(tokenizer.encode("").ids)
     max_tokens = _resolve_max_tokens(key, spec, info, specials)
     dimensions = _resolve_dimensions(key, spec, info)
@@ -172,6 +171,10 @@ def compile_spec(spec: EmbedSpec, base_dir: Path, out: Path) -> CompiledApplianc
             triton_url=f"{_client_host(server.triton_host)}:{server.triton_http_port}",
             models=models,
             auth_keys=[_hash_plaintext(k) for k in spec.auth.keys],
+            limits=spec.limits,
+            batching=spec.batching,
+            instance_count=instances.count,
+            threads_per_instance=threads,
         ),
         triton=TritonSettings(
             host=server.triton_host,
@@ -181,8 +184,6 @@ def compile_spec(spec: EmbedSpec, base_dir: Path, out: Path) -> CompiledApplianc
             model_repository=str(repo),
             models=[m.name for m in models],
         ),
-        threads_per_instance=threads,
-        instance_count=instances.count,
     )
     write_compiled(out, compiled)
     return compiled

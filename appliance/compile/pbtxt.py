@@ -18,6 +18,7 @@ from appliance.spec.schema import BatchingSpec
 INPUT_IDS = "INPUT_IDS"
 LENGTHS = "LENGTHS"
 TASK_ID = "TASK_ID"
+SPANS = "SPANS"
 EMBEDDING = "EMBEDDING"
 NORM = "NORM"
 
@@ -39,6 +40,10 @@ def model_config_dict(
     if model.kind == "jina-v3":
         # Triton has no 0-d inputs: one task id per row, grouped into ONNX's scalar in model.py.
         inputs.append({"name": TASK_ID, "data_type": "TYPE_INT64", "dims": [1]})
+    # Late chunking: one row whose [start, stop) spans are pooled separately (flat pairs).
+    inputs.append(
+        {"name": SPANS, "data_type": "TYPE_INT64", "dims": [-1], "allow_ragged_batch": True, "optional": True}
+    )
     dynamic: dict[str, Any] = {"max_queue_delay_microseconds": batching.max_queue_delay_us}
     if batching.preferred_batch_sizes:
         dynamic["preferred_batch_size"] = list(batching.preferred_batch_sizes)

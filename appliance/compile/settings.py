@@ -10,7 +10,7 @@ from pathlib import Path
 
 import msgspec
 
-from appliance.spec.schema import ApiKeySpec, ModelKind
+from appliance.spec.schema import ApiKeySpec, BatchingSpec, LimitsSpec, ModelKind
 
 
 class CompiledModel(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,13 +51,15 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     triton_url: str
     models: list[CompiledModel]
     auth_keys: list[ApiKeySpec]
+    limits: LimitsSpec
+    batching: BatchingSpec
+    instance_count: int
+    threads_per_instance: int
 
 
 class CompiledAppliance(msgspec.Struct, frozen=True, kw_only=True):
     gateway: GatewaySettings
     triton: TritonSettings
-    threads_per_instance: int
-    instance_count: int
 
 
 COMPILED_FILE = "appliance.json"

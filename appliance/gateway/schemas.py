@@ -6,22 +6,55 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from appliance.spec.schema import BatchingSpec, LimitsSpec
+
 NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
 
 
+InputItem = NonEmptyStr | int | list[int]
+
+
 class EmbeddingRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """`POST /v1/embeddings`. Unknown fields (e.g. `user`) are accepted and ignored, as OpenAI does."""
+    """`POST /v1/embeddings`: OpenAI's fields plus Jina's. Unknown fields (e.g. `user`) are ignored, as OpenAI does.
+
+    `input`: a string, a list of strings, one list of token ids, or a list of token-id lists.
+    """
+
+    input: NonEmptyStr | Annotated[list[InputItem], msgspec.Meta(min_length=1)]
+    model: str
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    user: str | None = None
+    task: str | None = None
+    embedding_type: Literal["float", "base64", "binary", "ubinary"] | None = None
+    normalized: bool = True
+    truncate: bool = False
+    late_chunking: bool = False
+
+
+class TokenizeRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """`POST /tokenize`: the tokens the embedding path would feed the model."""
 
     input: NonEmptyStr | Annotated[list[NonEmptyStr], msgspec.Meta(min_length=1)]
     model: str
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Annotated[int, msgspec.Meta(ge=1)] | None = None
     task: str | None = None
-    user: str | None = None
+
+
+class Token(msgspec.Struct, frozen=True):
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
+
+
+class TokenizeResponse(msgspec.Struct, frozen=True):
+    tokens: list[list[Token]]
+    model: str
 
 
 class Embedding(msgspec.Struct, frozen=True):
-    embedding: list[float] | str
+    embedding: list[float] | str  # binary/ubinary: integers (valid JSON numbers)
     index: int
     object: str = "embedding"
 
@@ -59,3 +92,29 @@ class ErrorBody(msgspec.Struct, frozen=True):
 
 class ErrorResponse(msgspec.Struct, frozen=True):
     error: ErrorBody
+
+
+class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    kind: str
+    tasks: list[str]
+    default_task: str | None
+    task_instructions: dict[str, str]
+    dimensions: list[int]
+    max_tokens: int
+    hidden_size: int
+
+
+class Info(msgspec.Struct, frozen=True, kw_only=True):
+    """`GET /info`: what is served and how, as compiled from embed.toml."""
+
+    version: str
+    models: list[ModelInfo]
+    batching: BatchingSpec
+    limits: LimitsSpec
+    instance_count: int
+    threads_per_instance: int
+
+
+class Status(msgspec.Struct, frozen=True):
+    status: str

@@ -11,7 +11,7 @@ import numpy.typing as npt
 import tritonclient.http.aio as triton_http
 from tritonclient.utils import InferenceServerException
 
-from appliance.compile.pbtxt import EMBEDDING, INPUT_IDS, LENGTHS, NORM, TASK_ID
+from appliance.compile.pbtxt import EMBEDDING, INPUT_IDS, LENGTHS, NORM, SPANS, TASK_ID
 from appliance.errors import BackendUnavailableError
 
 I64 = npt.NDArray[np.int64]
@@ -20,9 +20,15 @@ READY_TIMEOUT_S = 2.0
 
 
 class EmbeddingBackend(Protocol):
-    """Turns one padded block of token ids into pooled unit vectors and their norms."""
+    """Turns one padded block of token ids into pooled unit vectors and their norms.
 
-    async def embed(self, model: str, ids: I64, lengths: I64, task_id: int | None) -> tuple[F32, F32]: ...
+    With `spans` ([k, 2] start/stop pairs, one row only), each span of the row is pooled
+    on its own (late chunking): k vectors come back.
+    """
+
+    async def embed(
+        self, model: str, ids: I64, lengths: I64, task_id: int | None, *, spans: I64 | None = None
+    ) -> tuple[F32, F32]: ...
 
     async def ready(self, models: list[str]) -> bool: ...
 
@@ -35,10 +41,14 @@ class TritonBackend:
     def __init__(self, url: str, *, timeout_s: float = 300.0) -> None:
         self.client = triton_http.InferenceServerClient(url, conn_timeout=timeout_s)
 
-    async def embed(self, model: str, ids: I64, lengths: I64, task_id: int | None) -> tuple[F32, F32]:
+    async def embed(
+        self, model: str, ids: I64, lengths: I64, task_id: int | None, *, spans: I64 | None = None
+    ) -> tuple[F32, F32]:
         inputs = [_tensor(INPUT_IDS, ids), _tensor(LENGTHS, lengths.reshape(-1, 1))]
         if task_id is not None:
             inputs.append(_tensor(TASK_ID, np.full((ids.shape[0], 1), task_id, dtype=np.int64)))
+        if spans is not None:
+            inputs.append(_tensor(SPANS, spans.reshape(1, -1)))
         outputs = [triton_http.InferRequestedOutput(n, binary_data=True) for n in (EMBEDDING, NORM)]
         try:
             result = await self.client.infer(model, inputs, outputs=outputs)

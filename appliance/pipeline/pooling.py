@@ -27,3 +27,8 @@ def truncate_and_normalize(vectors: F32, dimensions: int) -> F32:
     """Matryoshka: keep the first `dimensions` values, THEN normalize (never the other way)."""
     unit, _ = l2_normalize(np.ascontiguousarray(vectors[:, :dimensions]))
     return unit
+
+
+def span_means(hidden: F32, spans: npt.NDArray[np.integer]) -> F32:
+    """Late chunking: the mean of `hidden` [s, h] over each [start, stop) span, in fp32."""
+    return np.stack([hidden[start:stop].astype(np.float32).mean(axis=0) for start, stop in spans])

@@ -1,7 +1,7 @@
 """Tokenize -> split into length-sorted chunks -> infer -> reassemble -> shape vectors.
 
-No web framework here: the gateway calls `EmbeddingService.embed` and only
-turns its result into HTTP.
+No web framework here: the gateway decodes a request into an `EmbedJob`, calls
+`ModelPipeline.embed` and only turns the result into HTTP.
 """
 
 from __future__ import annotations
@@ -17,6 +17,21 @@ from appliance.pipeline.backend import F32, EmbeddingBackend
 from appliance.pipeline.packing import pack_by_length
 from appliance.pipeline.pooling import truncate_and_normalize
 from appliance.pipeline.tokenize import TextEncoder
+from appliance.spec.schema import LimitsSpec
+
+Inputs = list[str] | list[list[int]]
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """One embeddings request, as the pipeline sees it."""
+
+    inputs: Inputs
+    task: str | None = None
+    dimensions: int | None = None
+    normalized: bool = True
+    truncate: bool = False
+    late_chunking: bool = False
 
 
 @dataclass(frozen=True)
@@ -28,10 +43,16 @@ class EmbedResult:
 class ModelPipeline:
     """Everything needed to embed with one served model."""
 
-    def __init__(self, model: CompiledModel, backend: EmbeddingBackend) -> None:
+    def __init__(self, model: CompiledModel, backend: EmbeddingBackend, limits: LimitsSpec) -> None:
         self.model = model
         self.backend = backend
-        self.encoder = TextEncoder(model.tokenizer_path, instructions=model.instructions, max_tokens=model.max_tokens)
+        self.limits = limits
+        self.encoder = TextEncoder(
+            model.tokenizer_path,
+            instructions=model.instructions,
+            max_tokens=model.max_tokens,
+            vocab_size=model.vocab_size,
+        )
 
     def resolve_task(self, task: str | None) -> str | None:
         model = self.model
@@ -56,32 +77,86 @@ class ModelPipeline:
             )
         return dimensions
 
-    async def embed(self, texts: list[str], *, task: str | None, dimensions: int | None) -> EmbedResult:
-        task = self.resolve_task(task)
-        dims = self.resolve_dimensions(dimensions)
-        ids = await asyncio.to_thread(self.encoder.encode, texts, task)
-        unit = await self.infer(ids, task)
-        if dims != unit.shape[1]:
-            unit = truncate_and_normalize(unit, dims)
-        return EmbedResult(vectors=unit, prompt_tokens=sum(len(s) for s in ids))
+    async def embed(self, job: EmbedJob) -> EmbedResult:
+        task = self.resolve_task(job.task)
+        dims = self.resolve_dimensions(job.dimensions)
+        if len(job.inputs) > self.limits.max_inputs_per_request:
+            raise InvalidRequestError(
+                f"{len(job.inputs)} inputs in one request; the limit is {self.limits.max_inputs_per_request}",
+                param="input",
+            )
+        if job.late_chunking:
+            unit, norms, tokens = await self._late_chunked(job, task)
+        else:
+            ids = await asyncio.to_thread(self._tokenize, job, task)
+            tokens = sum(len(s) for s in ids)
+            self._check_request_tokens(tokens)
+            unit, norms = await self.infer(ids, task)
+        return EmbedResult(vectors=shape_vectors(unit, norms, dims, job.normalized), prompt_tokens=tokens)
 
-    async def infer(self, ids: list[list[int]], task: str | None) -> F32:
+    def _tokenize(self, job: EmbedJob, task: str | None) -> list[list[int]]:
+        if isinstance(job.inputs[0], str):
+            return self.encoder.encode_texts(job.inputs, task, truncate=job.truncate)  # type: ignore[arg-type]
+        return self.encoder.wrap_tokens(job.inputs, truncate=job.truncate)  # type: ignore[arg-type]
+
+    def _check_request_tokens(self, tokens: int) -> None:
+        if tokens > self.limits.max_tokens_per_request:
+            raise InvalidRequestError(
+                f"the request has {tokens} tokens; the limit per request is {self.limits.max_tokens_per_request}",
+                param="input",
+            )
+
+    async def _late_chunked(self, job: EmbedJob, task: str | None) -> tuple[F32, F32, int]:
+        def plan_it() -> tuple[list[int], list[tuple[int, int]]]:
+            if isinstance(job.inputs[0], str):
+                contents = self.encoder.content_ids(job.inputs)  # type: ignore[arg-type]
+            else:
+                contents = job.inputs  # type: ignore[assignment]
+                for index, tokens in enumerate(contents):
+                    self.encoder.check_ids(tokens, f"input[{index}]")
+            plan = self.encoder.late_chunk(contents, task)
+            return plan.ids, plan.spans
+
+        ids, spans = await asyncio.to_thread(plan_it)
+        self._check_request_tokens(len(ids))
+        task_id = self.model.task_ids[task] if task is not None else None
+        block = np.array([ids], dtype=np.int64)
+        unit, norms = await self.backend.embed(
+            self.model.name, block, np.array([len(ids)], dtype=np.int64), task_id,
+            spans=np.array(spans, dtype=np.int64),
+        )
+        return unit, norms, len(ids)
+
+    async def infer(self, ids: list[list[int]], task: str | None) -> tuple[F32, F32]:
         """Send length-sorted chunks concurrently (they pack together and spread over instances)."""
         model = self.model
         task_id = model.task_ids[task] if task is not None else None
         lengths = [len(s) for s in ids]
         chunks = pack_by_length(lengths, model.max_batch_tokens, model.max_batch_size)
         results = await asyncio.gather(*(self._infer_chunk([ids[i] for i in c], task_id) for c in chunks))
-        out = np.empty((len(ids), model.hidden_size), dtype=np.float32)
-        for chunk, vectors in zip(chunks, results):
-            out[chunk] = vectors
-        return out
+        unit = np.empty((len(ids), model.hidden_size), dtype=np.float32)
+        norms = np.empty((len(ids), 1), dtype=np.float32)
+        for chunk, (chunk_unit, chunk_norms) in zip(chunks, results):
+            unit[chunk] = chunk_unit
+            norms[chunk] = chunk_norms
+        return unit, norms
 
-    async def _infer_chunk(self, seqs: list[list[int]], task_id: int | None) -> F32:
+    async def _infer_chunk(self, seqs: list[list[int]], task_id: int | None) -> tuple[F32, F32]:
         width = max(len(s) for s in seqs)
         block = np.full((len(seqs), width), self.model.pad_id, dtype=np.int64)
         for row, seq in enumerate(seqs):
             block[row, : len(seq)] = seq
         lengths = np.array([len(s) for s in seqs], dtype=np.int64)
-        unit, _norms = await self.backend.embed(self.model.name, block, lengths, task_id)
+        return await self.backend.embed(self.model.name, block, lengths, task_id)
+
+
+def shape_vectors(unit: F32, norms: F32, dimensions: int, normalized: bool) -> F32:
+    """Matryoshka + normalization: truncate first, then (if asked) normalize.
+
+    `normalized=False` gives the raw mean-pooled vector (unit x norm), truncated.
+    """
+    if not normalized:
+        return np.ascontiguousarray((unit * norms)[:, :dimensions], dtype=np.float32)
+    if dimensions == unit.shape[1]:
         return unit
+    return truncate_and_normalize(unit, dimensions)

@@ -1,43 +1,134 @@
-"""Text -> token ids with the model's own tokenizer and task instruction."""
+"""Inputs -> token ids with the model's own tokenizer, task instruction and length rules.
+
+Runs in a worker thread (tokenizers releases the GIL), never on the event loop.
+Nothing is cut unless the request asked for `truncate`; then the content is cut
+and the special tokens (`<s>` … `</s>`) are kept.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from appliance.errors import InvalidRequestError
+from appliance.errors import InvalidRequestError, UnprocessableError
+
+
+@dataclass(frozen=True)
+class TokenPiece:
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
+
+
+@dataclass(frozen=True)
+class LateChunkPlan:
+    """One sequence holding every input, and each input's [start, stop) token span in it."""
+
+    ids: list[int]
+    spans: list[tuple[int, int]]
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    """The model's tokenizer with its own padding/truncation switched off (we pad and cut ourselves)."""
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
 
 
 class TextEncoder:
-    """Tokenizes for one model: prefixes the task instruction, adds `<s>`…`</s>`, checks length.
+    """Tokenization for one model."""
 
-    Runs in a worker thread (tokenizers releases the GIL), never on the event loop.
-    """
-
-    def __init__(self, tokenizer_path: Path, *, instructions: dict[str, str], max_tokens: int) -> None:
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        self.tokenizer.no_padding()
-        self.tokenizer.no_truncation()
+    def __init__(self, tokenizer_path: Path, *, instructions: dict[str, str], max_tokens: int,
+                 vocab_size: int) -> None:
+        self.tokenizer = load_tokenizer(tokenizer_path)
         self.instructions = instructions
         self.max_tokens = max_tokens
-        self.special_count = len(self.tokenizer.encode("").ids)
+        self.vocab_size = vocab_size
+        empty = self.tokenizer.encode("").ids  # the template's special tokens: <s> </s>, [CLS] [SEP]
+        self.head, self.tail = empty[:1], empty[1:]
 
-    def prefixed(self, texts: list[str], task: str | None) -> list[str]:
-        prefix = self.instructions.get(task, "") if task else ""
-        return [prefix + t for t in texts] if prefix else texts
+    def instruction(self, task: str | None) -> str:
+        return self.instructions.get(task, "") if task else ""
 
-    def encode(self, texts: list[str], task: str | None) -> list[list[int]]:
-        """Token ids per text; an input over `max_tokens` content tokens is refused, never cut."""
-        encodings = self.tokenizer.encode_batch(self.prefixed(texts, task), add_special_tokens=True)
-        ids = [e.ids for e in encodings]
-        limit = self.max_tokens + self.special_count
-        for index, seq in enumerate(ids):
-            if len(seq) > limit:
-                raise InvalidRequestError(
-                    f"input[{index}] has {len(seq) - self.special_count} tokens, more than this model's "
-                    f"limit of {self.max_tokens}; shorten or split it",
-                    param=f"input[{index}]",
-                    code="context_length_exceeded",
+    def encode_texts(self, texts: list[str], task: str | None, *, truncate: bool) -> list[list[int]]:
+        """Token ids per text: instruction + text, wrapped in the special tokens."""
+        prefix = self.instruction(task)
+        encodings = self.tokenizer.encode_batch([prefix + t for t in texts], add_special_tokens=True)
+        return [self._fit(index, e.ids, truncate) for index, e in enumerate(encodings)]
+
+    def wrap_tokens(self, token_lists: list[list[int]], *, truncate: bool) -> list[list[int]]:
+        """Token-id inputs are the model's content tokens, fed as given between `<s>` and `</s>`.
+
+        No instruction is added to them: a client sending ids controls every token.
+        """
+        out = []
+        for index, tokens in enumerate(token_lists):
+            self.check_ids(tokens, f"input[{index}]" if len(token_lists) > 1 else "input")
+            out.append(self._fit(index, [*self.head, *tokens, *self.tail], truncate))
+        return out
+
+    def check_ids(self, tokens: list[int], param: str) -> None:
+        for position, token in enumerate(tokens):
+            if not 0 <= token < self.vocab_size:
+                raise UnprocessableError(
+                    f"{param}[{position}] = {token} is not a token id of this model (0..{self.vocab_size - 1})",
+                    param=param,
                 )
-        return ids
+
+    def content_ids(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def late_chunk(self, contents: list[list[int]], task: str | None) -> LateChunkPlan:
+        """`<s>` instruction input0 input1 … `</s>`, with each input's own span."""
+        ids = [*self.head, *(self.content_ids([self.instruction(task)])[0] if self.instruction(task) else [])]
+        spans = []
+        for index, content in enumerate(contents):
+            if not content:
+                raise InvalidRequestError(f"input[{index}] has no tokens to pool", param=f"input[{index}]")
+            spans.append((len(ids), len(ids) + len(content)))
+            ids.extend(content)
+        ids.extend(self.tail)
+        content_count = len(ids) - len(self.head) - len(self.tail)
+        if content_count > self.max_tokens:
+            raise InvalidRequestError(
+                f"late_chunking joins all inputs into one sequence of {content_count} tokens, more than this "
+                f"model's limit of {self.max_tokens}; send fewer or shorter inputs",
+                param="input",
+                code="context_length_exceeded",
+            )
+        return LateChunkPlan(ids=ids, spans=spans)
+
+    def pieces(self, texts: list[str], task: str | None) -> list[list[TokenPiece]]:
+        """What /tokenize shows: the same prefixing as the embedding path."""
+        prefix = self.instruction(task)
+        out = []
+        for encoding in self.tokenizer.encode_batch([prefix + t for t in texts], add_special_tokens=True):
+            out.append([
+                TokenPiece(
+                    id=i, text=tok, special=bool(special),
+                    start=None if special else start, stop=None if special else stop,
+                )
+                for i, tok, special, (start, stop) in zip(
+                    encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets
+                )
+            ])
+        return out
+
+    def _fit(self, index: int, ids: list[int], truncate: bool) -> list[int]:
+        specials = len(self.head) + len(self.tail)
+        content = len(ids) - specials
+        if content <= self.max_tokens:
+            return ids
+        if truncate:
+            return [*ids[: len(self.head) + self.max_tokens], *ids[len(ids) - len(self.tail):]]
+        raise InvalidRequestError(
+            f"input[{index}] has {content} tokens, more than this model's limit of {self.max_tokens}; "
+            "shorten it, or send `truncate: true` to cut it",
+            param=f"input[{index}]",
+            code="context_length_exceeded",
+        )

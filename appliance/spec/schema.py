@@ -82,6 +82,14 @@ class AuthSpec(Base):
     keys: list[ApiKeySpec] = []
 
 
+class LimitsSpec(Base):
+    """`[limits]`: what one request may ask for (defaults follow OpenAI's API)."""
+
+    max_inputs_per_request: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 2048
+    max_tokens_per_request: Annotated[int, msgspec.Meta(ge=1)] = 300_000
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024 * 1024
+
+
 class EmbedSpec(Base):
     """The whole embed.toml."""
 
@@ -89,4 +97,5 @@ class EmbedSpec(Base):
     server: ServerSpec = ServerSpec()
     batching: BatchingSpec = BatchingSpec()
     instances: InstancesSpec = InstancesSpec()
+    limits: LimitsSpec = LimitsSpec()
     auth: AuthSpec = AuthSpec()

@@ -20,9 +20,11 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 from appliance.pipeline.packing import pack_by_length
-from appliance.pipeline.pooling import l2_normalize, masked_mean
+from appliance.pipeline.pooling import l2_normalize, masked_mean, span_means
 
-Row = tuple[int, int, np.ndarray]  # (request index, row index, token ids without padding)
+# (request index, row index, token ids without padding, late-chunking spans or None)
+Row = tuple[int, int, np.ndarray, np.ndarray | None]
+Request = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
 
 
 class TritonPythonModel:
@@ -58,7 +60,7 @@ class TritonPythonModel:
             for unit, norm in outputs
         ]
 
-    def _read(self, request: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _read(self, request: Any) -> Request:
         ids = pb_utils.get_input_tensor_by_name(request, "INPUT_IDS").as_numpy()
         lengths = pb_utils.get_input_tensor_by_name(request, "LENGTHS").as_numpy().reshape(-1)
         task = pb_utils.get_input_tensor_by_name(request, "TASK_ID")
@@ -67,26 +69,36 @@ class TritonPythonModel:
             raise ValueError(f"INPUT_IDS {ids.shape}, LENGTHS {lengths.shape}, TASK_ID {tasks.shape} disagree")
         if (lengths < 1).any() or (lengths > ids.shape[1]).any():
             raise ValueError("LENGTHS out of range")
-        return ids, lengths, tasks
+        spans_tensor = pb_utils.get_input_tensor_by_name(request, "SPANS")
+        spans = None
+        if spans_tensor is not None:
+            spans = spans_tensor.as_numpy().reshape(-1, 2)
+            if ids.shape[0] != 1 or (spans[:, 0] < 0).any() or (spans[:, 1] <= spans[:, 0]).any() or (
+                spans[:, 1] > lengths[0]
+            ).any():
+                raise ValueError("SPANS must be [start, stop) pairs inside a single row")
+        return ids, lengths, tasks, spans
 
-    def _embed(self, batch: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _embed(self, batch: list[Request]) -> list[tuple[np.ndarray, np.ndarray]]:
         by_task: dict[int, list[Row]] = defaultdict(list)
-        for r, (ids, lengths, tasks) in enumerate(batch):
+        for r, (ids, lengths, tasks, spans) in enumerate(batch):
             for i in range(ids.shape[0]):
-                by_task[int(tasks[i])].append((r, i, ids[i, : lengths[i]]))
+                by_task[int(tasks[i])].append((r, i, ids[i, : lengths[i]], spans))
         results: dict[tuple[int, int], np.ndarray] = {}
         for task_id, rows in by_task.items():
             lengths = [len(row[2]) for row in rows]
             for run in pack_by_length(lengths, self.max_batch_tokens, self.max_rows):
-                vectors = self._run([rows[i][2] for i in run], task_id)
-                for i, vector in zip(run, vectors):
-                    results[(rows[i][0], rows[i][1])] = vector
+                hidden, mask = self._run([rows[i][2] for i in run], task_id)
+                means = masked_mean(hidden, mask)
+                for j, i in enumerate(run):
+                    r, row, _, spans = rows[i]
+                    results[(r, row)] = means[j : j + 1] if spans is None else span_means(hidden[j], spans)
         return [
-            l2_normalize(np.stack([results[(r, i)] for i in range(ids.shape[0])]))
-            for r, (ids, _, _) in enumerate(batch)
+            l2_normalize(np.concatenate([results[(r, i)] for i in range(request[0].shape[0])]))
+            for r, request in enumerate(batch)
         ]
 
-    def _run(self, sequences: list[np.ndarray], task_id: int) -> np.ndarray:
+    def _run(self, sequences: list[np.ndarray], task_id: int) -> tuple[np.ndarray, np.ndarray]:
         width = max(len(s) for s in sequences)
         ids = np.full((len(sequences), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(sequences), width), dtype=np.int64)
@@ -99,7 +111,7 @@ class TritonPythonModel:
         if "token_type_ids" in self.input_names:
             feed["token_type_ids"] = np.zeros_like(ids)
         (hidden,) = self.session.run([self.output_name], feed)  # by NAME: output 1 is a decoy
-        return masked_mean(hidden, mask)
+        return hidden, mask
 
     def finalize(self) -> None:
         self.session = None

@@ -1,0 +1,1 @@
+"""Model folders: fetch one from the Hugging Face Hub (`download`) and check one (`verify`)."""
