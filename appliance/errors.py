@@ -13,6 +13,7 @@ class ApplianceError(Exception):
     status_code: int = 500
     error_type: str = "server_error"
     code: str | None = None
+    retry_after: int | None = None  # seconds, sent as Retry-After (429 / 503)
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -64,6 +65,7 @@ class PayloadTooLargeError(ApplianceError):
 class RateLimitError(ApplianceError):
     status_code = 429
     error_type = "rate_limit_error"
+    retry_after = 1
 
 
 class BackendUnavailableError(ApplianceError):
@@ -71,3 +73,12 @@ class BackendUnavailableError(ApplianceError):
 
     status_code = 503
     error_type = "service_unavailable"
+    retry_after = 2
+
+
+class RequestTimeoutError(ApplianceError):
+    """The request was not answered within `[limits] request_timeout_s`."""
+
+    status_code = 504
+    error_type = "timeout"
+    retry_after = 2

@@ -168,6 +168,9 @@ def compile_spec(spec: EmbedSpec, base_dir: Path, out: Path) -> CompiledApplianc
             host=server.host,
             port=server.port,
             log_level=server.log_level,
+            log_format=server.log_format,
+            log_inputs=server.log_inputs,
+            triton_metrics_url=f"http://{_client_host(server.triton_host)}:{server.triton_metrics_port}/metrics",
             triton_url=f"{_client_host(server.triton_host)}:{server.triton_http_port}",
             models=models,
             auth_keys=[_hash_plaintext(k) for k in spec.auth.keys],
@@ -209,7 +212,7 @@ def _write_triton_model(repo: Path, model: CompiledModel, spec: EmbedSpec, threa
         "intra_op_threads": str(threads),
         "max_batch_tokens": str(spec.batching.max_batch_tokens),
     }
-    config = model_config_dict(model, spec.batching, instance_count=spec.instances.count, parameters=parameters)
+    config = model_config_dict(model, spec.batching, spec.limits, instance_count=spec.instances.count, parameters=parameters)
     version_dir = repo / model.name / "1"
     version_dir.mkdir(parents=True)
     (repo / model.name / "config.pbtxt").write_text(render_pbtxt(config), encoding="utf-8")

@@ -12,7 +12,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from appliance.compile.settings import CompiledModel
-from appliance.spec.schema import BatchingSpec
+from appliance.spec.schema import BatchingSpec, LimitsSpec
 
 # Tensor names shared by the compiler, the Triton model and the gateway's client.
 INPUT_IDS = "INPUT_IDS"
@@ -26,6 +26,7 @@ NORM = "NORM"
 def model_config_dict(
     model: CompiledModel,
     batching: BatchingSpec,
+    limits: LimitsSpec,
     *,
     instance_count: int,
     parameters: dict[str, str],
@@ -45,6 +46,12 @@ def model_config_dict(
         {"name": SPANS, "data_type": "TYPE_INT64", "dims": [-1], "allow_ragged_batch": True, "optional": True}
     )
     dynamic: dict[str, Any] = {"max_queue_delay_microseconds": batching.max_queue_delay_us}
+    policy: dict[str, Any] = {"timeout_action": "REJECT"}
+    if limits.triton_max_queue_size:
+        policy["max_queue_size"] = limits.triton_max_queue_size
+    if limits.triton_queue_timeout_ms:
+        policy["default_timeout_microseconds"] = limits.triton_queue_timeout_ms * 1000
+    dynamic["default_queue_policy"] = policy
     if batching.preferred_batch_sizes:
         dynamic["preferred_batch_size"] = list(batching.preferred_batch_sizes)
     return {

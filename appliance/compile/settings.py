@@ -48,7 +48,10 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     host: str
     port: int
     log_level: str
+    log_format: str
+    log_inputs: bool
     triton_url: str
+    triton_metrics_url: str
     models: list[CompiledModel]
     auth_keys: list[ApiKeySpec]
     limits: LimitsSpec

@@ -6,17 +6,22 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from litestar import Litestar, Response, get
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.types import ASGIApp
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from appliance.compile.settings import GatewaySettings, read_compiled
 from appliance.errors import ApplianceError
 from appliance.gateway.auth import KeyRing
 from appliance.gateway.errors import handle_appliance_error, handle_http_exception, handle_unexpected
+from appliance.gateway.limits import ConcurrencyLimiter, KeyRateLimiter
+from appliance.gateway.metrics import GatewayMetrics
 from appliance.gateway.openapi import openapi_document
+from appliance.gateway.requestlog import RequestLog
 from appliance.gateway.routes import ROUTES, json_response
 from appliance.pipeline.backend import EmbeddingBackend, TritonBackend
 from appliance.pipeline.service import ModelPipeline
@@ -53,10 +58,32 @@ def create_app(settings: GatewaySettings, backend: EmbeddingBackend | None = Non
     keyring = KeyRing.from_specs(settings.auth_keys)
     if keyring.open:
         log.warning("no API keys configured: /v1 endpoints are open")
+    metrics = GatewayMetrics(settings.triton_metrics_url)
+    key_limits = KeyRateLimiter(
+        {k.name: (k.requests_per_minute, k.tokens_per_minute) for k in settings.auth_keys
+         if k.requests_per_minute or k.tokens_per_minute}
+    )
+
+    def count_request(path: str, status: int, fields: dict[str, Any]) -> None:
+        if path in ("/v1/embeddings", "/tokenize"):
+            metrics.requests.labels(
+                path, fields.get("model", "-"), fields.get("task", "-"), str(status), fields.get("key", "-")
+            ).inc()
+
+    def request_log(app: ASGIApp) -> ASGIApp:
+        return RequestLog(app, json_format=settings.log_format == "json", on_finish=count_request)
+
     return Litestar(
         route_handlers=[*ROUTES, openapi],
         lifespan=[lifespan],
-        state=State({"keyring": keyring, "settings": settings}),
+        middleware=[request_log],
+        state=State({
+            "keyring": keyring,
+            "settings": settings,
+            "metrics": metrics,
+            "limiter": ConcurrencyLimiter(settings.limits.max_concurrent_requests),
+            "key_limits": key_limits,
+        }),
         exception_handlers={
             ApplianceError: handle_appliance_error,
             HTTPException: handle_http_exception,

@@ -38,7 +38,7 @@ def request_error_from_msgspec(exc: msgspec.ValidationError | msgspec.DecodeErro
 
 
 def handle_appliance_error(_: Request, exc: ApplianceError) -> Response[bytes]:
-    headers = {"Retry-After": "1"} if exc.status_code in (429, 503) else None
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
     return error_response(exc.status_code, exc.message, exc.error_type, param=exc.param, code=exc.code,
                           headers=headers)
 

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.handlers import BaseRouteHandler
+from litestar.types import Scope
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from appliance import __version__
-from appliance.errors import ModelNotFoundError
+from appliance.errors import ModelNotFoundError, RateLimitError, RequestTimeoutError
 from appliance.gateway.auth import KeyRing
 from appliance.gateway.errors import request_error_from_msgspec
 from appliance.gateway.inputs import normalize_input
+from appliance.gateway.limits import ConcurrencyLimiter, KeyRateLimiter
+from appliance.gateway.metrics import GatewayMetrics
 from appliance.gateway.schemas import (
     Embedding,
     EmbeddingRequest,
@@ -30,7 +34,7 @@ from appliance.gateway.schemas import (
     Usage,
 )
 from appliance.pipeline.encoding import encode_vectors
-from appliance.pipeline.service import EmbedJob, ModelPipeline
+from appliance.pipeline.service import EmbedJob, EmbedResult, ModelPipeline
 
 T = TypeVar("T")
 _decoders = {t: msgspec.json.Decoder(t) for t in (EmbeddingRequest, TokenizeRequest)}
@@ -38,8 +42,17 @@ _encoder = msgspec.json.Encoder()
 
 
 def require_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Guard: a valid Bearer key (when keys are configured); its NAME goes to logs and metrics."""
     keyring: KeyRing = connection.app.state.keyring
-    keyring.check(connection.headers.get("authorization"))
+    name = keyring.check(connection.headers.get("authorization"))
+    log_fields(connection.scope)["key"] = name or "-"
+
+
+def log_fields(scope: Scope) -> dict[str, Any]:
+    """What the request log line and the request counter report (filled as the request goes)."""
+    state = scope.setdefault("state", {})
+    fields: dict[str, Any] = state.setdefault("log", {})
+    return fields
 
 
 def json_response(payload: object, status: int = 200) -> Response[bytes]:
@@ -64,22 +77,71 @@ def pipeline_for(state: State, model: str) -> ModelPipeline:
 
 @post("/v1/embeddings", guards=[require_key], status_code=200)
 async def create_embeddings(request: Request, state: State) -> Response[bytes]:
+    limiter: ConcurrencyLimiter = state.limiter
+    metrics: GatewayMetrics = state.metrics
+    fields = log_fields(request.scope)
+    try:
+        limiter.try_acquire()
+    except RateLimitError:
+        metrics.rejected.labels("overloaded").inc()
+        raise
+    metrics.in_flight.inc()
+    try:
+        return await _embed(request, state, fields)
+    finally:
+        limiter.release()
+        metrics.in_flight.dec()
+
+
+async def _embed(request: Request, state: State, fields: dict[str, Any]) -> Response[bytes]:
+    metrics: GatewayMetrics = state.metrics
+    key_limits: KeyRateLimiter = state.key_limits
+    key = fields.get("key")
+    try:
+        key_limits.check(key)
+    except RateLimitError:
+        metrics.rejected.labels("key_limit").inc()
+        raise
     body = await decode(request, EmbeddingRequest)
     pipeline = pipeline_for(state, body.model)
+    inputs = normalize_input(body.input)
+    fields.update(model=body.model, task=pipeline.resolve_task(body.task) or "-", inputs=len(inputs))
+    if state.settings.log_inputs:
+        fields["input"] = inputs
     job = EmbedJob(
-        inputs=normalize_input(body.input),
+        inputs=inputs,
         task=body.task,
         dimensions=body.dimensions,
         normalized=body.normalized,
         truncate=body.truncate,
         late_chunking=body.late_chunking,
     )
-    result = await pipeline.embed(job)
+    try:
+        async with asyncio.timeout(state.settings.limits.request_timeout_s):
+            result = await pipeline.embed(job)
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"no answer within {state.settings.limits.request_timeout_s:g} s; retry, or send fewer inputs"
+        ) from None
+    key_limits.add_tokens(key, result.prompt_tokens)
+    _record(metrics, body.model, key, len(inputs), result)
+    fields["tokens"] = result.prompt_tokens
     wire = body.embedding_type or body.encoding_format or "float"
     vectors = encode_vectors(result.vectors, wire)
     data = [Embedding(embedding=v, index=i) for i, v in enumerate(vectors)]  # type: ignore[arg-type]
     usage = Usage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens)
     return json_response(EmbeddingResponse(data=data, model=body.model, usage=usage))
+
+
+def _record(metrics: GatewayMetrics, model: str, key: str | None, inputs: int, result: EmbedResult) -> None:
+    metrics.latency.labels("tokenize", model).observe(result.tokenize_s)
+    metrics.latency.labels("inference", model).observe(result.infer_s)
+    metrics.latency.labels("total", model).observe(result.tokenize_s + result.infer_s)
+    metrics.input_tokens.labels(model, key or "-").inc(result.prompt_tokens)
+    metrics.inputs.labels(model).inc(inputs)
+    for rows, efficiency in result.chunks:
+        metrics.chunk_rows.labels(model).observe(rows)
+        metrics.padding.labels(model).observe(efficiency)
 
 
 @post("/tokenize", guards=[require_key], status_code=200)
@@ -122,6 +184,12 @@ async def info(state: State) -> Response[bytes]:
     )
 
 
+@get("/metrics")
+async def metrics(state: State) -> Response[bytes]:
+    gateway_metrics: GatewayMetrics = state.metrics
+    return Response(await gateway_metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
 @get("/health")
 async def health() -> Response[bytes]:
     return json_response({"status": "ok"})
@@ -136,4 +204,4 @@ async def ready(state: State) -> Response[bytes]:
     return response
 
 
-ROUTES = [create_embeddings, tokenize, list_models, get_model, info, health, ready]
+ROUTES = [create_embeddings, tokenize, list_models, get_model, info, metrics, health, ready]

@@ -12,7 +12,7 @@ import tritonclient.http.aio as triton_http
 from tritonclient.utils import InferenceServerException
 
 from appliance.compile.pbtxt import EMBEDDING, INPUT_IDS, LENGTHS, NORM, SPANS, TASK_ID
-from appliance.errors import BackendUnavailableError
+from appliance.errors import ApplianceError, BackendUnavailableError, RateLimitError
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
@@ -53,7 +53,7 @@ class TritonBackend:
         try:
             result = await self.client.infer(model, inputs, outputs=outputs)
         except InferenceServerException as exc:
-            raise BackendUnavailableError(f"the inference server did not answer: {exc.message()}") from exc
+            raise backend_error(exc) from exc
         except (aiohttp.ClientError, OSError) as exc:  # Triton is down, restarting or timed out
             raise BackendUnavailableError("the inference server is not reachable; retry shortly") from exc
         return result.as_numpy(EMBEDDING), result.as_numpy(NORM)
@@ -78,3 +78,16 @@ def _tensor(name: str, array: I64) -> triton_http.InferInput:
     tensor = triton_http.InferInput(name, list(array.shape), "INT64")
     tensor.set_data_from_numpy(array, binary_data=True)
     return tensor
+
+
+def backend_error(exc: InferenceServerException) -> ApplianceError | RuntimeError:
+    """Triton's refusals -> what the client should do: back off (429) or retry later (503)."""
+    message = exc.message() or ""
+    if "maximum queue size" in message:
+        return RateLimitError("the inference queue is full; retry shortly", code="overloaded")
+    if "timeout" in message.lower():
+        return BackendUnavailableError("the request waited too long in the inference queue; retry shortly")
+    if "unavailable" in message.lower() or "not ready" in message.lower() or "not found" in message.lower():
+        return BackendUnavailableError("the model is not loaded yet (starting or restarting); retry shortly")
+    # Anything else is an inference failure we did not expect: a 500 whose details go to the log.
+    return RuntimeError(f"inference failed: {message}")

@@ -7,6 +7,7 @@ No web framework here: the gateway decodes a request into an `EmbedJob`, calls
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from appliance.compile.settings import CompiledModel
 from appliance.errors import InvalidRequestError
 from appliance.pipeline.backend import F32, EmbeddingBackend
-from appliance.pipeline.packing import pack_by_length
+from appliance.pipeline.packing import pack_by_length, padding_efficiency
 from appliance.pipeline.pooling import truncate_and_normalize
 from appliance.pipeline.tokenize import TextEncoder
 from appliance.spec.schema import LimitsSpec
@@ -38,6 +39,9 @@ class EmbedJob:
 class EmbedResult:
     vectors: F32  # [n, d], in input order
     prompt_tokens: int
+    tokenize_s: float = 0.0
+    infer_s: float = 0.0
+    chunks: tuple[tuple[int, float], ...] = ()  # (rows, padding efficiency) per request sent to Triton
 
 
 class ModelPipeline:
@@ -85,14 +89,26 @@ class ModelPipeline:
                 f"{len(job.inputs)} inputs in one request; the limit is {self.limits.max_inputs_per_request}",
                 param="input",
             )
+        started = time.perf_counter()
         if job.late_chunking:
-            unit, norms, tokens = await self._late_chunked(job, task)
+            ids, spans = await asyncio.to_thread(self._plan_late_chunks, job, task)
+            tokenized = time.perf_counter()
+            self._check_request_tokens(len(ids))
+            unit, norms = await self._infer_late(ids, spans, task)
+            tokens, chunks = len(ids), ((1, 1.0),)
         else:
-            ids = await asyncio.to_thread(self._tokenize, job, task)
-            tokens = sum(len(s) for s in ids)
+            token_ids = await asyncio.to_thread(self._tokenize, job, task)
+            tokenized = time.perf_counter()
+            tokens = sum(len(s) for s in token_ids)
             self._check_request_tokens(tokens)
-            unit, norms = await self.infer(ids, task)
-        return EmbedResult(vectors=shape_vectors(unit, norms, dims, job.normalized), prompt_tokens=tokens)
+            unit, norms, chunks = await self.infer(token_ids, task)
+        return EmbedResult(
+            vectors=shape_vectors(unit, norms, dims, job.normalized),
+            prompt_tokens=tokens,
+            tokenize_s=tokenized - started,
+            infer_s=time.perf_counter() - tokenized,
+            chunks=chunks,
+        )
 
     def _tokenize(self, job: EmbedJob, task: str | None) -> list[list[int]]:
         if isinstance(job.inputs[0], str):
@@ -106,28 +122,24 @@ class ModelPipeline:
                 param="input",
             )
 
-    async def _late_chunked(self, job: EmbedJob, task: str | None) -> tuple[F32, F32, int]:
-        def plan_it() -> tuple[list[int], list[tuple[int, int]]]:
-            if isinstance(job.inputs[0], str):
-                contents = self.encoder.content_ids(job.inputs)  # type: ignore[arg-type]
-            else:
-                contents = job.inputs  # type: ignore[assignment]
-                for index, tokens in enumerate(contents):
-                    self.encoder.check_ids(tokens, f"input[{index}]")
-            plan = self.encoder.late_chunk(contents, task)
-            return plan.ids, plan.spans
+    def _plan_late_chunks(self, job: EmbedJob, task: str | None) -> tuple[list[int], list[tuple[int, int]]]:
+        if isinstance(job.inputs[0], str):
+            contents = self.encoder.content_ids(job.inputs)  # type: ignore[arg-type]
+        else:
+            contents = job.inputs  # type: ignore[assignment]
+            for index, tokens in enumerate(contents):
+                self.encoder.check_ids(tokens, f"input[{index}]")
+        plan = self.encoder.late_chunk(contents, task)
+        return plan.ids, plan.spans
 
-        ids, spans = await asyncio.to_thread(plan_it)
-        self._check_request_tokens(len(ids))
+    async def _infer_late(self, ids: list[int], spans: list[tuple[int, int]], task: str | None) -> tuple[F32, F32]:
+        """One sequence, pooled per span inside Triton (hidden states never leave it)."""
         task_id = self.model.task_ids[task] if task is not None else None
         block = np.array([ids], dtype=np.int64)
-        unit, norms = await self.backend.embed(
-            self.model.name, block, np.array([len(ids)], dtype=np.int64), task_id,
-            spans=np.array(spans, dtype=np.int64),
-        )
-        return unit, norms, len(ids)
+        lengths = np.array([len(ids)], dtype=np.int64)
+        return await self.backend.embed(self.model.name, block, lengths, task_id, spans=np.array(spans, np.int64))
 
-    async def infer(self, ids: list[list[int]], task: str | None) -> tuple[F32, F32]:
+    async def infer(self, ids: list[list[int]], task: str | None) -> tuple[F32, F32, tuple[tuple[int, float], ...]]:
         """Send length-sorted chunks concurrently (they pack together and spread over instances)."""
         model = self.model
         task_id = model.task_ids[task] if task is not None else None
@@ -139,7 +151,8 @@ class ModelPipeline:
         for chunk, (chunk_unit, chunk_norms) in zip(chunks, results):
             unit[chunk] = chunk_unit
             norms[chunk] = chunk_norms
-        return unit, norms
+        stats = tuple((len(c), padding_efficiency(lengths, [c])) for c in chunks)
+        return unit, norms, stats
 
     async def _infer_chunk(self, seqs: list[list[int]], task_id: int | None) -> tuple[F32, F32]:
         width = max(len(s) for s in seqs)

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import sys
 from pathlib import Path
 
 import uvicorn
 
 from appliance.compile.settings import read_compiled
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """Text lines for everything; with log_format = "json" the per-request lines are bare JSON objects."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    requests = logging.getLogger("appliance.requests")
+    if log_format == "json":
+        json_handler = logging.StreamHandler(sys.stdout)
+        json_handler.setFormatter(logging.Formatter("%(message)s"))
+        requests.addHandler(json_handler)
+        requests.propagate = False
 
 
 def main() -> None:
@@ -17,6 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = read_compiled(args.runtime_dir).gateway
     os.environ["EMBED_RUNTIME_DIR"] = str(args.runtime_dir)
+    configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         "appliance.gateway.app:create_app_from_env",
         factory=True,

@@ -33,6 +33,8 @@ class ServerSpec(Base):
     triton_grpc_port: Port = 8001
     triton_metrics_port: Port = 8002
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    log_inputs: bool = False  # debug switch: put input text into the request log lines
 
 
 class ModelSpec(Base):
@@ -74,6 +76,8 @@ class ApiKeySpec(Base):
     sha256: Sha256Hex | None = None
     env: EnvName | None = None
     key: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    requests_per_minute: PositiveInt | None = None
+    tokens_per_minute: PositiveInt | None = None
 
 
 class AuthSpec(Base):
@@ -88,6 +92,14 @@ class LimitsSpec(Base):
     max_inputs_per_request: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 2048
     max_tokens_per_request: Annotated[int, msgspec.Meta(ge=1)] = 300_000
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024 * 1024
+    # Backpressure: requests beyond this many in flight get 429 + Retry-After at once.
+    max_concurrent_requests: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 64
+    # A request not answered within this time ends in 504 (never a hang).
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+    # Triton's queue policy: at most this many queued requests per model (then 429), each
+    # rejected after queue_timeout_ms in the queue (then 503). 0 = unbounded / no timeout.
+    triton_max_queue_size: Annotated[int, msgspec.Meta(ge=0)] = 256
+    triton_queue_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 30_000
 
 
 class EmbedSpec(Base):
