@@ -46,6 +46,7 @@ class TritonPythonModel:
         model_path = f"{params['model_dir']}/model.onnx"
         self.session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
+        self.metric_families, self.counters = _counters(config["name"])
 
     def execute(self, requests: list[Any]) -> list[Any]:
         try:
@@ -111,7 +112,29 @@ class TritonPythonModel:
         if "token_type_ids" in self.input_names:
             feed["token_type_ids"] = np.zeros_like(ids)
         (hidden,) = self.session.run([self.output_name], feed)  # by NAME: output 1 is a decoy
+        for name, value in (("runs", 1), ("rows", len(sequences)), ("real", int(mask.sum())), ("computed", mask.size)):
+            self.counters[name].increment(value)
         return hidden, mask
 
     def finalize(self) -> None:
+        self.counters = {}  # metrics before their families
+        self.metric_families = []
         self.session = None
+
+
+def _counters(model: str) -> tuple[list[Any], dict[str, Any]]:
+    """Counters exported through Triton's /metrics: padding efficiency = real / computed tokens.
+
+    The families are returned too: a Metric must not outlive its MetricFamily.
+    """
+    families = {
+        "runs": ("embed_triton_ort_runs_total", "ONNX Runtime runs (packed sub-batches)"),
+        "rows": ("embed_triton_ort_rows_total", "Sequences run"),
+        "real": ("embed_triton_tokens_real_total", "Real (unpadded) tokens run"),
+        "computed": ("embed_triton_tokens_computed_total", "Tokens computed including padding"),
+    }
+    made = {
+        key: pb_utils.MetricFamily(name=name, description=text, kind=pb_utils.MetricFamily.COUNTER)
+        for key, (name, text) in families.items()
+    }
+    return list(made.values()), {key: family.Metric(labels={"model": model}) for key, family in made.items()}
