@@ -66,11 +66,9 @@ def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Pa
     try:
         info = inspect_model_folder(folder, spec.kind)
     except ModelFolderError as exc:
-        fix = JINA_HELP if (spec.kind or "jina-v3") == "jina-v3" and "missing file" in str(exc) else (
-            "point `path` at a folder holding the model's ONNX export, tokenizer.json and config.json"
-        )
         problems = "\n    ".join(exc.problems)
-        raise ConfigError(f"{key}.path", f"model folder {folder} cannot be served:\n    {problems}", fix) from None
+        problem = f"model folder {folder} cannot be served:\n    {problems}"
+        raise ConfigError(f"{key}.path", problem, _folder_fix(exc)) from None
     tasks = _resolve_tasks(key, spec, info)
     default_task = _resolve_default_task(key, spec, tasks)
     instructions = {t: info.task_instructions.get(t, "") for t in tasks} if spec.task_instructions else {}
@@ -98,10 +96,21 @@ def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Pa
     )
 
 
+def _folder_fix(exc: ModelFolderError) -> str:
+    if exc.truncated:
+        return "the weights file is incomplete (an interrupted copy or download): fetch model.onnx_data again"
+    if any(p.startswith("missing file") for p in exc.problems):
+        return JINA_HELP if exc.kind == "jina-v3" else (
+            "a sentence-transformer folder needs model.onnx (its ONNX export), tokenizer.json and config.json"
+        )
+    return "point `path` at a folder holding the model's ONNX export, tokenizer.json and config.json"
+
+
 def _resolve_tasks(key: str, spec: ModelSpec, info: ModelInfo) -> list[str]:
     if info.kind != "jina-v3":
-        if spec.tasks or spec.default_task:
-            raise ConfigError(f"{key}.tasks", "a sentence-transformer model has no tasks", "remove `tasks` and `default_task`")
+        for name in ("tasks", "default_task"):
+            if getattr(spec, name) is not None:
+                raise ConfigError(f"{key}.{name}", "a sentence-transformer model has no tasks", f"remove `{name}`")
         return []
     if spec.tasks is None:
         return list(info.lora_adaptations)
@@ -146,6 +155,8 @@ def _resolve_dimensions(key: str, spec: ModelSpec, info: ModelInfo) -> list[int]
         supported = sorted({*supported, info.hidden_size})
     if spec.dimensions is None:
         return supported
+    if not spec.dimensions:
+        raise ConfigError(f"{key}.dimensions", "empty list", f"list sizes from {supported}, or remove the key")
     bad = [d for d in spec.dimensions if d not in supported]
     if bad:
         raise ConfigError(f"{key}.dimensions", f"{bad} not supported by this model", f"use values from {supported}")
@@ -186,6 +197,7 @@ def compile_spec(spec: EmbedSpec, base_dir: Path, out: Path) -> CompiledApplianc
             metrics_port=server.triton_metrics_port,
             model_repository=str(repo),
             models=[m.name for m in models],
+            cache_size_bytes=spec.cache.size_mb * 1024 * 1024 if spec.cache.enabled else 0,
         ),
     )
     write_compiled(out, compiled)
@@ -212,7 +224,14 @@ def _write_triton_model(repo: Path, model: CompiledModel, spec: EmbedSpec, threa
         "intra_op_threads": str(threads),
         "max_batch_tokens": str(spec.batching.max_batch_tokens),
     }
-    config = model_config_dict(model, spec.batching, spec.limits, instance_count=spec.instances.count, parameters=parameters)
+    config = model_config_dict(
+        model,
+        spec.batching,
+        spec.limits,
+        instance_count=spec.instances.count,
+        response_cache=spec.cache.enabled,
+        parameters=parameters,
+    )
     version_dir = repo / model.name / "1"
     version_dir.mkdir(parents=True)
     (repo / model.name / "config.pbtxt").write_text(render_pbtxt(config), encoding="utf-8")
@@ -222,6 +241,7 @@ def _write_triton_model(repo: Path, model: CompiledModel, spec: EmbedSpec, threa
 def compile_file(config_path: Path, out: Path) -> CompiledAppliance:
     """`appliance compile`: load, validate and compile an embed.toml file."""
     spec = load_spec(config_path)
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     compiled = compile_spec(spec, config_path.resolve().parent, out)
     if not spec.auth.keys:

@@ -29,6 +29,7 @@ def model_config_dict(
     limits: LimitsSpec,
     *,
     instance_count: int,
+    response_cache: bool = False,
     parameters: dict[str, str],
 ) -> dict[str, Any]:
     """The config of one served model as a dict in ModelConfig's JSON form."""
@@ -54,7 +55,7 @@ def model_config_dict(
     dynamic["default_queue_policy"] = policy
     if batching.preferred_batch_sizes:
         dynamic["preferred_batch_size"] = list(batching.preferred_batch_sizes)
-    return {
+    config: dict[str, Any] = {
         "name": model.name,
         "backend": "python",
         "max_batch_size": batching.max_batch_size,
@@ -67,6 +68,9 @@ def model_config_dict(
         "instance_group": [{"count": instance_count, "kind": "KIND_CPU"}],
         "parameters": {key: {"string_value": value} for key, value in sorted(parameters.items())},
     }
+    if response_cache:
+        config["response_cache"] = {"enable": True}
+    return config
 
 
 def render_pbtxt(config: dict[str, Any]) -> str:

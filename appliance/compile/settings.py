@@ -42,6 +42,7 @@ class TritonSettings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_port: int
     model_repository: str
     models: list[str]
+    cache_size_bytes: int = 0
 
 
 class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):

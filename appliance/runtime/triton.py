@@ -58,6 +58,9 @@ def triton_environment() -> dict[str, str]:
 
 def triton_command(settings: TritonSettings, backends: Path) -> list[str]:
     host = settings.host
+    cache = []
+    if settings.cache_size_bytes:
+        cache = [f"--cache-directory={pytriton_root() / 'caches'}", f"--cache-config=local,size={settings.cache_size_bytes}"]
     return [
         str(pytriton_root() / "bin" / "tritonserver"),
         f"--model-repository={settings.model_repository}",
@@ -72,6 +75,7 @@ def triton_command(settings: TritonSettings, backends: Path) -> list[str]:
         "--exit-on-error=true",
         "--strict-readiness=true",
         "--log-verbose=0",
+        *cache,
     ]
 
 

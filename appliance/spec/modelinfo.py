@@ -32,9 +32,11 @@ SENTENCE_TRANSFORMER_OUTPUTS = ("last_hidden_state", "token_embeddings")
 class ModelFolderError(Exception):
     """The folder cannot be served; `problems` lists each one on its own line."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], kind: ModelKind | None = None, *, truncated: bool = False) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+        self.kind = kind
+        self.truncated = truncated
 
 
 @dataclass(frozen=True)
@@ -114,22 +116,24 @@ def inspect_model_folder(folder: Path, kind: ModelKind | None) -> ModelInfo:
     required = JINA_FILES if kind == "jina-v3" else SENTENCE_TRANSFORMER_FILES
     missing = [name for name in required if not (folder / name).is_file()]
     if missing:
-        raise ModelFolderError([f"missing file {folder / name}" for name in missing])
+        raise ModelFolderError([f"missing file {folder / name}" for name in missing], kind)
 
     problems: list[str] = []
     try:
         iface = read_onnx_interface(folder / "model.onnx")
     except Exception as exc:  # onnx raises several unrelated types for a corrupt file
-        raise ModelFolderError([f"{folder / 'model.onnx'} is not a readable ONNX model: {exc}"]) from None
+        raise ModelFolderError([f"{folder / 'model.onnx'} is not a readable ONNX model: {exc}"], kind) from None
+    truncated = False
     for location, size in iface.external_files.items():
         path = folder / location
         if not path.is_file():
             problems.append(f"missing file {path} (the weights model.onnx refers to)")
         elif path.stat().st_size < size:
+            truncated = True
             problems.append(f"{path} is truncated: {path.stat().st_size} bytes, the graph needs {size}")
     output_name = _check_interface(kind, iface, problems)
     if problems:
-        raise ModelFolderError(problems)
+        raise ModelFolderError(problems, kind, truncated=truncated)
 
     tok_config = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
     hidden = int(config.get("hidden_size") or _hidden_from_output(iface, output_name))

@@ -80,6 +80,13 @@ class ApiKeySpec(Base):
     tokens_per_minute: PositiveInt | None = None
 
 
+class CacheSpec(Base):
+    """`[cache]`: Triton's response cache for repeated inputs (keyed on the exact token ids sent)."""
+
+    enabled: bool = False
+    size_mb: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 256
+
+
 class AuthSpec(Base):
     """`[auth]`: API keys. No keys means an open server (logged as a warning)."""
 
@@ -110,4 +117,5 @@ class EmbedSpec(Base):
     batching: BatchingSpec = BatchingSpec()
     instances: InstancesSpec = InstancesSpec()
     limits: LimitsSpec = LimitsSpec()
+    cache: CacheSpec = CacheSpec()
     auth: AuthSpec = AuthSpec()
