@@ -62,6 +62,11 @@ class PayloadTooLargeError(ApplianceError):
     error_type = "invalid_request_error"
 
 
+class UnsupportedMediaTypeError(ApplianceError):
+    status_code = 415
+    error_type = "invalid_request_error"
+
+
 class RateLimitError(ApplianceError):
     status_code = 429
     error_type = "rate_limit_error"

@@ -14,7 +14,7 @@ from litestar.types import Scope
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from appliance import __version__
-from appliance.errors import ModelNotFoundError, RateLimitError, RequestTimeoutError
+from appliance.errors import ModelNotFoundError, RateLimitError, RequestTimeoutError, UnsupportedMediaTypeError
 from appliance.gateway.auth import KeyRing
 from appliance.gateway.errors import request_error_from_msgspec
 from appliance.gateway.inputs import normalize_input
@@ -60,6 +60,11 @@ def json_response(payload: object, status: int = 200) -> Response[bytes]:
 
 
 async def decode(request: Request, body_type: type[T]) -> T:
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise UnsupportedMediaTypeError(
+            f"the body must be JSON; send `Content-Type: application/json` (got `{content_type}`)"
+        )
     try:
         return _decoders[body_type].decode(await request.body())  # type: ignore[no-any-return]
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
