@@ -76,4 +76,4 @@ def model_config_dict(
 def render_pbtxt(config: dict[str, Any]) -> str:
     """Parse into `ModelConfig` (validating every field name) and print as text."""
     proto = json_format.ParseDict(config, model_config_pb2.ModelConfig())
-    return text_format.MessageToString(proto)
+    return str(text_format.MessageToString(proto))

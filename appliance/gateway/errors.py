@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 import re
 
 import msgspec
@@ -37,19 +38,19 @@ def request_error_from_msgspec(exc: msgspec.ValidationError | msgspec.DecodeErro
     return InvalidRequestError(f"invalid request: {text}", param=param)
 
 
-def handle_appliance_error(_: Request, exc: ApplianceError) -> Response[bytes]:
+def handle_appliance_error(_: Request[Any, Any, Any], exc: ApplianceError) -> Response[bytes]:
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
     return error_response(exc.status_code, exc.message, exc.error_type, param=exc.param, code=exc.code,
                           headers=headers)
 
 
-def handle_http_exception(_: Request, exc: HTTPException) -> Response[bytes]:
+def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     error_type = _HTTP_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
     message = exc.detail if status < 500 else "Internal Server Error"
     return error_response(status, message, error_type, headers=exc.headers)
 
 
-def handle_unexpected(request: Request, exc: Exception) -> Response[bytes]:
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "Internal Server Error", "server_error")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from appliance.errors import InvalidRequestError
 from appliance.gateway.schemas import InputItem
 
@@ -18,14 +20,14 @@ def normalize_input(value: str | list[InputItem]) -> list[str] | list[list[int]]
         for index, item in enumerate(value):
             if not isinstance(item, int):
                 raise _mixed(index, "token ids")
-        return [value]  # type: ignore[list-item]
+        return [cast(list[int], value)]
     kind = str if isinstance(first, str) else list
     for index, item in enumerate(value):
         if not isinstance(item, kind):
             raise _mixed(index, "strings" if kind is str else "token-id lists")
         if kind is list and not item:
             raise InvalidRequestError(f"input[{index}] is an empty list of token ids", param=f"input[{index}]")
-    return value  # type: ignore[return-value]
+    return cast(list[str] | list[list[int]], value)
 
 
 def _mixed(index: int, expected: str) -> InvalidRequestError:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("appliance.requests")
@@ -30,7 +31,7 @@ class RequestLog:
         self.on_finish = on_finish
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
@@ -58,7 +59,7 @@ class RequestLog:
                 self.on_finish(scope["path"], status, fields)
 
     def _emit(self, request_id: str, scope: Scope, status: int, seconds: float, fields: dict[str, Any]) -> None:
-        record = {"request_id": request_id, "method": scope["method"], "path": scope["path"], "status": status,
+        record = {"request_id": request_id, "method": scope.get("method", "-"), "path": scope["path"], "status": status,
                   "latency_ms": round(seconds * 1000, 2), **fields}
         if self.json_format:
             log.info(json.dumps(record, ensure_ascii=False))

@@ -36,12 +36,14 @@ from appliance.gateway.schemas import (
 from appliance.pipeline.encoding import encode_vectors
 from appliance.pipeline.service import EmbedJob, EmbedResult, ModelPipeline
 
-T = TypeVar("T")
-_decoders = {t: msgspec.json.Decoder(t) for t in (EmbeddingRequest, TokenizeRequest)}
+T = TypeVar("T", EmbeddingRequest, TokenizeRequest)
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
+    t: msgspec.json.Decoder(t) for t in (EmbeddingRequest, TokenizeRequest)
+}
 _encoder = msgspec.json.Encoder()
 
 
-def require_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+def require_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard: a valid Bearer key (when keys are configured); its NAME goes to logs and metrics."""
     keyring: KeyRing = connection.app.state.keyring
     name = keyring.check(connection.headers.get("authorization"))
@@ -59,14 +61,15 @@ def json_response(payload: object, status: int = 200) -> Response[bytes]:
     return Response(_encoder.encode(payload), status_code=status, media_type="application/json")
 
 
-async def decode(request: Request, body_type: type[T]) -> T:
+async def decode(request: Request[Any, Any, Any], body_type: type[T]) -> T:
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedMediaTypeError(
             f"the body must be JSON; send `Content-Type: application/json` (got `{content_type}`)"
         )
     try:
-        return _decoders[body_type].decode(await request.body())  # type: ignore[no-any-return]
+        decoded: T = _decoders[body_type].decode(await request.body())
+        return decoded
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise request_error_from_msgspec(exc) from None
 
@@ -81,7 +84,7 @@ def pipeline_for(state: State, model: str) -> ModelPipeline:
 
 
 @post("/v1/embeddings", guards=[require_key], status_code=200)
-async def create_embeddings(request: Request, state: State) -> Response[bytes]:
+async def create_embeddings(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     limiter: ConcurrencyLimiter = state.limiter
     metrics: GatewayMetrics = state.metrics
     fields = log_fields(request.scope)
@@ -98,7 +101,7 @@ async def create_embeddings(request: Request, state: State) -> Response[bytes]:
         metrics.in_flight.dec()
 
 
-async def _embed(request: Request, state: State, fields: dict[str, Any]) -> Response[bytes]:
+async def _embed(request: Request[Any, Any, Any], state: State, fields: dict[str, Any]) -> Response[bytes]:
     metrics: GatewayMetrics = state.metrics
     key_limits: KeyRateLimiter = state.key_limits
     key = fields.get("key")
@@ -150,7 +153,7 @@ def _record(metrics: GatewayMetrics, model: str, key: str | None, inputs: int, r
 
 
 @post("/tokenize", guards=[require_key], status_code=200)
-async def tokenize(request: Request, state: State) -> Response[bytes]:
+async def tokenize(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     body = await decode(request, TokenizeRequest)
     pipeline = pipeline_for(state, body.model)
     task = pipeline.resolve_task(body.task)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
 F32 = npt.NDArray[np.float32]
 
 
-def masked_mean(hidden: F32, mask: npt.NDArray[np.integer]) -> F32:
+def masked_mean(hidden: F32, mask: npt.NDArray[np.integer[Any]]) -> F32:
     """Mean of `hidden` [b, s, h] over positions where `mask` [b, s] is 1, in fp32."""
     weights = mask.astype(np.float32)[:, :, None]
     summed = np.einsum("bsh,bsx->bh", hidden.astype(np.float32, copy=False), weights)
     counts = np.maximum(weights.sum(axis=1), 1.0)
-    return (summed / counts).astype(np.float32, copy=False)
+    mean: F32 = (summed / counts).astype(np.float32, copy=False)
+    return mean
 
 
 def l2_normalize(vectors: F32) -> tuple[F32, F32]:
@@ -29,6 +32,6 @@ def truncate_and_normalize(vectors: F32, dimensions: int) -> F32:
     return unit
 
 
-def span_means(hidden: F32, spans: npt.NDArray[np.integer]) -> F32:
+def span_means(hidden: F32, spans: npt.NDArray[np.integer[Any]]) -> F32:
     """Late chunking: the mean of `hidden` [s, h] over each [start, stop) span, in fp32."""
     return np.stack([hidden[start:stop].astype(np.float32).mean(axis=0) for start, stop in spans])

@@ -95,7 +95,8 @@ class ModelPipeline:
             tokenized = time.perf_counter()
             self._check_request_tokens(len(ids))
             unit, norms = await self._infer_late(ids, spans, task)
-            tokens, chunks = len(ids), ((1, 1.0),)
+            tokens = len(ids)
+            chunks: tuple[tuple[int, float], ...] = ((1, 1.0),)
         else:
             token_ids = await asyncio.to_thread(self._tokenize, job, task)
             tokenized = time.perf_counter()
@@ -112,8 +113,8 @@ class ModelPipeline:
 
     def _tokenize(self, job: EmbedJob, task: str | None) -> list[list[int]]:
         if isinstance(job.inputs[0], str):
-            return self.encoder.encode_texts(job.inputs, task, truncate=job.truncate)  # type: ignore[arg-type]
-        return self.encoder.wrap_tokens(job.inputs, truncate=job.truncate)  # type: ignore[arg-type]
+            return self.encoder.encode_texts(job.inputs, task, truncate=job.truncate)
+        return self.encoder.wrap_tokens(job.inputs, truncate=job.truncate)
 
     def _check_request_tokens(self, tokens: int) -> None:
         if tokens > self.limits.max_tokens_per_request:
@@ -124,9 +125,9 @@ class ModelPipeline:
 
     def _plan_late_chunks(self, job: EmbedJob, task: str | None) -> tuple[list[int], list[tuple[int, int]]]:
         if isinstance(job.inputs[0], str):
-            contents = self.encoder.content_ids(job.inputs)  # type: ignore[arg-type]
+            contents = self.encoder.content_ids(job.inputs)
         else:
-            contents = job.inputs  # type: ignore[assignment]
+            contents = job.inputs
             for index, tokens in enumerate(contents):
                 self.encoder.check_ids(tokens, f"input[{index}]")
         plan = self.encoder.late_chunk(contents, task)

@@ -23,7 +23,7 @@ class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     """Base of every table: immutable, unknown keys are an error naming their path."""
 
 
-class ServerSpec(Base):
+class ServerSpec(Base, frozen=True):
     """`[server]`: where the gateway listens and where Triton listens (loopback)."""
 
     host: str = "0.0.0.0"
@@ -37,7 +37,7 @@ class ServerSpec(Base):
     log_inputs: bool = False  # debug switch: put input text into the request log lines
 
 
-class ModelSpec(Base):
+class ModelSpec(Base, frozen=True):
     """`[[models]]`: one served model."""
 
     name: ModelName
@@ -50,7 +50,7 @@ class ModelSpec(Base):
     dimensions: list[PositiveInt] | None = None
 
 
-class BatchingSpec(Base):
+class BatchingSpec(Base, frozen=True):
     """`[batching]`: Triton's dynamic batcher and the packer inside model.py."""
 
     max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
@@ -59,7 +59,7 @@ class BatchingSpec(Base):
     max_batch_tokens: Annotated[int, msgspec.Meta(ge=16)] = 16384
 
 
-class InstancesSpec(Base):
+class InstancesSpec(Base, frozen=True):
     """`[instances]`: model instances and ONNX Runtime threads per instance.
 
     `threads = 0` means: the CPUs this container may use, divided by `count`.
@@ -69,7 +69,7 @@ class InstancesSpec(Base):
     threads: Annotated[int, msgspec.Meta(ge=0, le=256)] = 0
 
 
-class ApiKeySpec(Base):
+class ApiKeySpec(Base, frozen=True):
     """One entry of `[auth] keys`: exactly one of `sha256`, `env`, `key`."""
 
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -80,20 +80,20 @@ class ApiKeySpec(Base):
     tokens_per_minute: PositiveInt | None = None
 
 
-class CacheSpec(Base):
+class CacheSpec(Base, frozen=True):
     """`[cache]`: Triton's response cache for repeated inputs (keyed on the exact token ids sent)."""
 
     enabled: bool = False
     size_mb: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 256
 
 
-class AuthSpec(Base):
+class AuthSpec(Base, frozen=True):
     """`[auth]`: API keys. No keys means an open server (logged as a warning)."""
 
     keys: list[ApiKeySpec] = []
 
 
-class LimitsSpec(Base):
+class LimitsSpec(Base, frozen=True):
     """`[limits]`: what one request may ask for (defaults follow OpenAI's API)."""
 
     max_inputs_per_request: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 2048
@@ -109,7 +109,7 @@ class LimitsSpec(Base):
     triton_queue_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 30_000
 
 
-class EmbedSpec(Base):
+class EmbedSpec(Base, frozen=True):
     """The whole embed.toml."""
 
     models: list[ModelSpec]

@@ -16,6 +16,7 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
@@ -23,8 +24,9 @@ from appliance.pipeline.packing import pack_by_length
 from appliance.pipeline.pooling import l2_normalize, masked_mean, span_means
 
 # (request index, row index, token ids without padding, late-chunking spans or None)
-Row = tuple[int, int, np.ndarray, np.ndarray | None]
-Request = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
+Array = npt.NDArray[Any]
+Row = tuple[int, int, Array, Array | None]
+Request = tuple[Array, Array, Array, Array | None]
 
 
 class TritonPythonModel:
@@ -80,15 +82,14 @@ class TritonPythonModel:
                 raise ValueError("SPANS must be [start, stop) pairs inside a single row")
         return ids, lengths, tasks, spans
 
-    def _embed(self, batch: list[Request]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _embed(self, batch: list[Request]) -> list[tuple[Array, Array]]:
         by_task: dict[int, list[Row]] = defaultdict(list)
         for r, (ids, lengths, tasks, spans) in enumerate(batch):
             for i in range(ids.shape[0]):
                 by_task[int(tasks[i])].append((r, i, ids[i, : lengths[i]], spans))
-        results: dict[tuple[int, int], np.ndarray] = {}
+        results: dict[tuple[int, int], Array] = {}
         for task_id, rows in by_task.items():
-            lengths = [len(row[2]) for row in rows]
-            for run in pack_by_length(lengths, self.max_batch_tokens, self.max_rows):
+            for run in pack_by_length([len(row[2]) for row in rows], self.max_batch_tokens, self.max_rows):
                 hidden, mask = self._run([rows[i][2] for i in run], task_id)
                 means = masked_mean(hidden, mask)
                 for j, i in enumerate(run):
@@ -99,7 +100,7 @@ class TritonPythonModel:
             for r, request in enumerate(batch)
         ]
 
-    def _run(self, sequences: list[np.ndarray], task_id: int) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, sequences: list[Array], task_id: int) -> tuple[Array, Array]:
         width = max(len(s) for s in sequences)
         ids = np.full((len(sequences), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(sequences), width), dtype=np.int64)
