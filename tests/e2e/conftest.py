@@ -1,0 +1,288 @@
+"""End-to-end fixtures: ONE real stack per model set, shared by every test that needs it.
+
+Starting `appliance serve` (supervisord + tritonserver + gateway) costs ~5 s and stopping it about
+as much, so the stacks are session-scoped:
+
+- `main_stack`: the tiny jina-shaped model and the all-MiniLM demo model, behind two API keys
+  (one from an environment variable, one as a sha256 digest), with a batching configuration that
+  forces requests to be split into several chunks and merged with other requests inside Triton.
+  It is started WITHOUT waiting, with tritonserver held still until the gateway has answered, and
+  every `/ready` answer seen until the models are loaded is recorded for the readiness test.
+- `e5_stack`: real multilingual-e5-small weights behind jina's interface (../shared), open API.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from tests.support.reference import Reference
+from tests.support.stack import READY_DEADLINE_S, Stack, model_toml, ports_toml
+
+F64 = npt.NDArray[np.float64]
+
+TINY = "tiny-jina"
+DEMO = "minilm"
+E5 = "e5-small-jina"
+JINA_TASKS = (
+    "retrieval.query",
+    "retrieval.passage",
+    "separation",
+    "classification",
+    "text-matching",
+)
+
+KEY_ENV_VAR = "EMBED_E2E_API_KEY"
+ENV_KEY = "sk-e2e-from-env-5f2c9a"
+HASHED_KEY = "sk-e2e-from-sha256-81d0e4"
+
+# Small token budget and a queue delay: a 16-input request is split into several chunks by the
+# gateway, and chunks of concurrent requests (different tasks, lengths and models) meet in one
+# Triton execute(), where model.py regroups them by task and repacks them by length.
+BATCHING_TOML = (
+    "[batching]\nmax_batch_size = 32\nmax_queue_delay_us = 20000\nmax_batch_tokens = 2048\n"
+)
+
+
+def _auth_toml() -> str:
+    digest = hashlib.sha256(HASHED_KEY.encode()).hexdigest()
+    return (
+        "[auth]\n"
+        "keys = [\n"
+        f'  {{name = "from-env", env = "{KEY_ENV_VAR}"}},\n'
+        f'  {{name = "from-sha256", sha256 = "{digest}"}},\n'
+        "]\n"
+    )
+
+
+def toml_int(toml: str, key: str) -> int:
+    """The integer value of `key = N` in a TOML text (ports written by `ports_toml`)."""
+    match = re.search(rf"^{re.escape(key)} = (\d+)$", toml, re.MULTILINE)
+    assert match, f"{key} not in {toml}"
+    return int(match.group(1))
+
+
+@dataclass
+class Served:
+    """A running stack plus what the tests need to talk to it."""
+
+    stack: Stack
+    key: str | None
+    ready_history: list[tuple[float, str, int | str]] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return self.stack.base_url
+
+    @property
+    def triton_url(self) -> str:
+        return f"http://127.0.0.1:{toml_int(self.stack.toml, 'triton_http_port')}"
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.stack.workdir / "runtime"
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        """`Authorization` for `key` (default: the stack's own key; none when the stack is open)."""
+        key = key or self.key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def post(
+        self, body: dict[str, Any], *, headers: dict[str, str] | None = None, timeout: float = 120.0
+    ) -> httpx.Response:
+        """POST /v1/embeddings, with the stack's key unless `headers` says otherwise."""
+        headers = self.headers() if headers is None else headers
+        return httpx.post(
+            f"{self.base_url}/v1/embeddings", json=body, headers=headers, timeout=timeout
+        )
+
+    def embed(self, model: str, texts: list[str], **extra: Any) -> tuple[list[F64], dict[str, Any]]:
+        """POST a float request; return the vectors (in `index` order) and the whole body."""
+        response = self.post({"model": model, "input": texts, "encoding_format": "float", **extra})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return vectors_of(body, len(texts)), body
+
+
+def vectors_of(body: dict[str, Any], count: int) -> list[F64]:
+    """The vectors of an embeddings response, checked to be one per input, ordered by `index`."""
+    data = body["data"]
+    assert sorted(item["index"] for item in data) == list(range(count)), [
+        item["index"] for item in data
+    ]
+    out: list[F64] = [np.empty(0)] * count
+    for item in data:
+        assert item["object"] == "embedding"
+        embedding = item["embedding"]
+        if isinstance(embedding, str):
+            out[item["index"]] = np.frombuffer(base64.b64decode(embedding), dtype="<f4").astype(
+                np.float64
+            )
+        else:
+            out[item["index"]] = np.asarray(embedding, dtype=np.float64)
+    return out
+
+
+def assert_matches_reference(got: F64, want: F64, what: str, atol: float = 1e-4) -> None:
+    """Same length, unit norm, and within `atol` of the reference everywhere."""
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, reference {want.shape}"
+    assert abs(np.linalg.norm(got) - 1.0) < 1e-4, f"{what}: norm {np.linalg.norm(got)}"
+    diff = float(np.abs(got - want).max())
+    assert diff <= atol, f"{what}: max abs difference to the reference {diff:.2e} > {atol:.0e}"
+
+
+def _tritonserver_in_session(session_id: int) -> int | None:
+    """The pid of the `tritonserver` process started under `session_id` (the stack's session), if any."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        if (
+            int(fields[3]) == session_id
+            and fields[0] not in ("Z", "X")
+            and Path(argv0).name == "tritonserver"
+        ):
+            return int(entry.name)
+    return None
+
+
+def _poll_ready(
+    stack: Stack,
+    client: httpx.Client,
+    phase: str,
+    history: list[tuple[float, str, int | str]],
+    start: float,
+    until: Callable[[list[tuple[float, str, int | str]]], bool],
+    deadline_s: float,
+) -> None:
+    """Poll /ready (no key), appending (seconds, phase, status or transport error) until `until(history)`."""
+    assert stack.process is not None
+    while not until(history):
+        if time.monotonic() - start > deadline_s:
+            raise TimeoutError(f"/ready during {phase}: {history[-5:]}\n{stack.log()[-4000:]}")
+        if stack.process.poll() is not None:
+            raise RuntimeError(
+                f"appliance exited with {stack.process.returncode}:\n{stack.log()[-4000:]}"
+            )
+        try:
+            status: int | str = client.get(f"{stack.base_url}/ready").status_code
+        except httpx.TransportError as exc:  # the gateway is not listening yet
+            status = type(exc).__name__
+        history.append((time.monotonic() - start, phase, status))
+        time.sleep(0.05)  # poll interval, not a wait for a condition
+
+
+def _answered_three_times(history: list[tuple[float, str, int | str]]) -> bool:
+    return sum(1 for _, _, status in history if isinstance(status, int)) >= 3
+
+
+def _start_recording_readiness(
+    stack: Stack, deadline_s: float = READY_DEADLINE_S
+) -> list[tuple[float, str, int | str]]:
+    """Start the stack with tritonserver held still (SIGSTOP) while its gateway comes up, then let it load.
+
+    Triton is caught as soon as it is exec'd, long before it can load a model, and held until the
+    gateway has answered /ready three times ("frozen" phase): a correct gateway says 503 there,
+    whatever the machine's speed. Then Triton continues loading ("loading" phase) and /ready is
+    polled until the first 200. Every answer is recorded for the readiness test.
+    """
+    stack.start(wait=False)
+    assert stack.process is not None
+    # Stack starts `appliance serve` in a new session, and supervisord execs in place.
+    session_id = stack.process.pid
+    history: list[tuple[float, str, int | str]] = []
+    start = time.monotonic()
+    try:
+        triton = None
+        while triton is None:
+            if stack.process.poll() is not None:
+                raise RuntimeError(
+                    f"appliance exited with {stack.process.returncode}:\n{stack.log()[-4000:]}"
+                )
+            if time.monotonic() - start > deadline_s:
+                raise TimeoutError(f"tritonserver never started:\n{stack.log()[-4000:]}")
+            triton = _tritonserver_in_session(session_id)
+            time.sleep(0.005)
+        os.kill(triton, signal.SIGSTOP)
+        with httpx.Client(timeout=10.0) as client:
+            try:
+                _poll_ready(
+                    stack, client, "frozen", history, start, _answered_three_times, deadline_s
+                )
+            finally:
+                os.kill(triton, signal.SIGCONT)
+            _poll_ready(
+                stack, client, "loading", history, start, lambda h: h[-1][2] == 200, deadline_s
+            )
+        return history
+    except BaseException:
+        stack.stop()
+        raise
+
+
+def _stop(stack: Stack) -> None:
+    code = stack.stop()
+    assert code == 0, f"appliance exited with {code} on SIGTERM:\n{stack.log()[-4000:]}"
+
+
+@pytest.fixture(scope="session")
+def tiny_ref(tiny_jina_dir: Path) -> Reference:
+    return Reference(tiny_jina_dir)
+
+
+@pytest.fixture(scope="session")
+def demo_ref(demo_model_dir: Path) -> Reference:
+    return Reference(demo_model_dir)
+
+
+@pytest.fixture(scope="session")
+def main_stack(
+    tmp_path_factory: pytest.TempPathFactory, tiny_jina_dir: Path, demo_model_dir: Path
+) -> Iterator[Served]:
+    """tiny-jina + minilm behind two API keys; the /ready answers seen during start-up are kept."""
+    toml = (
+        ports_toml()
+        + BATCHING_TOML
+        + _auth_toml()
+        + model_toml(TINY, tiny_jina_dir)
+        + model_toml(DEMO, demo_model_dir)
+    )
+    stack = Stack(tmp_path_factory.mktemp("main-stack"), toml, env={KEY_ENV_VAR: ENV_KEY})
+    history = _start_recording_readiness(stack)
+    try:
+        yield Served(stack, key=ENV_KEY, ready_history=history)
+    finally:
+        _stop(stack)
+
+
+@pytest.fixture(scope="session")
+def e5_ref(e5_small_jina_dir: Path) -> Reference:
+    return Reference(e5_small_jina_dir)
+
+
+@pytest.fixture(scope="session")
+def e5_stack(tmp_path_factory: pytest.TempPathFactory, e5_small_jina_dir: Path) -> Iterator[Served]:
+    """Real multilingual-e5-small weights behind jina's interface; no keys (an open API)."""
+    toml = ports_toml() + model_toml(E5, e5_small_jina_dir)
+    stack = Stack(tmp_path_factory.mktemp("e5-stack"), toml).start()
+    try:
+        yield Served(stack, key=None)
+    finally:
+        _stop(stack)
