@@ -22,11 +22,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-model", help="lay out the bundled all-MiniLM-L6-v2 demo model folder")
     demo.add_argument("--to", type=Path, required=True)
     download = sub.add_parser("download", help="fetch jina-embeddings-v3's six files from the Hugging Face Hub")
-    download.add_argument("model", nargs="?", default="jinaai/jina-embeddings-v3", help="Hub repository id")
+    download.add_argument("model", nargs="?", default="jinaai/jina-embeddings-v3",
+                          help="Hub repository (default: jinaai/jina-embeddings-v3)")
     download.add_argument("--to", type=Path, required=True, help="the model folder (files land flat in it)")
     download.add_argument("--revision", default="main", help="branch, tag or commit to pin (default: main)")
     verify = sub.add_parser("verify", help="check a jina-embeddings-v3 model folder, one line per problem")
-    verify.add_argument("folder", type=Path)
+    verify.add_argument("folder", type=Path, help="the model folder (as embed.toml's `path`)")
     return parser
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -22,6 +23,7 @@ from appliance.compile.settings import (
     write_compiled,
 )
 from appliance.errors import ConfigError
+from appliance.gateway.auth import KeyRing
 from appliance.pipeline.tokenize import load_tokenizer
 from appliance.spec.loader import load_spec
 from appliance.spec.modelinfo import ModelFolderError, ModelInfo, inspect_model_folder
@@ -39,15 +41,25 @@ JINA_HELP = (
 
 
 def available_cpus() -> int:
-    """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota."""
+    """CPUs this process may use: the affinity mask, capped by a cgroup CPU quota (v2 or v1)."""
     cpus = len(os.sched_getaffinity(0))
+    quota = _cgroup_quota()
+    return min(cpus, max(1, math.ceil(quota))) if quota else cpus
+
+
+def _cgroup_quota() -> float | None:
+    """`podman run --cpus N` as N, or None when no quota is set."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()  # cgroup v2
+        return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
-    return cpus
+    try:
+        v1 = Path("/sys/fs/cgroup/cpu")
+        quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
+        return None if quota_us <= 0 else quota_us / int((v1 / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def resolve_model_path(spec_path: str, base_dir: Path) -> Path:
@@ -244,6 +256,7 @@ def compile_file(config_path: Path, out: Path) -> CompiledAppliance:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     compiled = compile_spec(spec, config_path.resolve().parent, out)
+    KeyRing.from_specs(spec.auth.keys)  # an env key that is not set stops start-up here, naming it
     if not spec.auth.keys:
         log.warning("embed.toml declares no [auth] keys: the API is open to anyone who can reach port %d", spec.server.port)
     for entry in spec.auth.keys:

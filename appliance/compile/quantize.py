@@ -50,7 +50,7 @@ RECIPE = {
     "op_types": ["MatMul"],  # MatMul with a constant B only: the weights, not the LoRA adapters
     "weight_type": "QInt8",  # s8 weights x u8 activations: the VNNI / AVX-512 / AVX2 int8 kernels
     "activation_type": "QUInt8",
-    "per_channel": False,
+    "per_channel": True,  # per output column: cos 0.984 -> 0.994 on e5-small-jina (per-tensor fails 0.99)
     "reduce_range": False,
 }
 _HASH_CHUNK = 16 * 1024 * 1024

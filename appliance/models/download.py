@@ -4,16 +4,19 @@ The Hub keeps the ONNX graph and its weights in `onnx/` and the tokenizer/config
 the appliance wants all six side by side. Each file is fetched with `hf_hub_download` into a
 staging folder inside the target (same filesystem, so moving it into place is a rename, never a
 copy of 2.3 GB), pinned to ONE commit resolved up front so the six files cannot come from two
-revisions. `HF_TOKEN` and `HF_ENDPOINT` are honoured by huggingface_hub itself; a dropped
-connection is resumed with an HTTP Range request by huggingface_hub's downloader.
+revisions. `HF_TOKEN` and `HF_ENDPOINT` are honoured by huggingface_hub itself.
 
-A file already in the target is kept when it matches what the Hub announces for it (size, and
-its sha256 or git blob hash), so running the command again only fetches what is missing or wrong.
+Resuming: a dropped connection is resumed in place with an HTTP Range request by huggingface_hub's
+downloader. A run that is killed keeps every file it completed: a file already in the target is
+kept when it matches what the Hub announces for it (size, then its sha256 or git blob hash), so
+running the command again fetches only what is missing or wrong (huggingface_hub 1.x+ does not
+keep the partial file of the one interrupted).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -75,12 +78,12 @@ def download_model(
 
     target.mkdir(parents=True, exist_ok=True)
     staging = target / STAGING_DIR
-    with _hub_errors(repo_id, revision):
+    with _hub_errors(repo_id, revision, endpoint):
         first = get_hf_file_metadata(hf_hub_url(repo_id, "config.json", revision=revision, endpoint=endpoint),
                                      token=token, endpoint=endpoint)
         commit = first.commit_hash
         if not commit:
-            raise DownloadError(f"{endpoint or 'the Hub'} did not say which commit `{revision}` is "
+            raise DownloadError(f"{endpoint or 'HF_ENDPOINT'} did not say which commit `{revision}` is "
                                 "(no X-Repo-Commit header): is HF_ENDPOINT a Hugging Face Hub?")
         _say(f"{repo_id} @ {revision} is commit {commit}" + ("" if revision == commit else
              f" (pin it: --revision {commit})"))
@@ -128,10 +131,11 @@ _NETWORK_MODULES = {"httpx", "httpx2", "httpcore", "requests", "urllib3", "huggi
 
 
 @contextmanager
-def _hub_errors(repo: str, rev: str) -> Iterator[None]:
+def _hub_errors(repo: str, rev: str, endpoint: str | None) -> Iterator[None]:
     """Turn huggingface_hub's (and its HTTP client's) exceptions into a `DownloadError` with the fix."""
-    from huggingface_hub import errors
+    from huggingface_hub import constants, errors
 
+    hub = endpoint or constants.ENDPOINT
     try:
         yield
     except DownloadError:
@@ -140,7 +144,7 @@ def _hub_errors(repo: str, rev: str) -> Iterator[None]:
         raise DownloadError(f"{repo} is gated: accept its terms on the model page, then set HF_TOKEN "
                             "to a token of that account") from exc
     except errors.RepositoryNotFoundError as exc:
-        raise DownloadError(f"repository {repo} not found on {_endpoint()} (if it is private, set HF_TOKEN); "
+        raise DownloadError(f"repository {repo} not found on {hub} (if it is private, set HF_TOKEN); "
                             f"jina-embeddings-v3 is {DEFAULT_REPO}") from exc
     except errors.RevisionNotFoundError as exc:
         raise DownloadError(f"{repo} has no revision `{rev}`: pass a branch, tag or commit that exists "
@@ -151,14 +155,8 @@ def _hub_errors(repo: str, rev: str) -> Iterator[None]:
     except Exception as exc:
         if not isinstance(exc, OSError) and type(exc).__module__.split(".")[0] not in _NETWORK_MODULES:
             raise  # a bug, not the network: keep the traceback
-        raise DownloadError(f"cannot download from {_endpoint()}: {first_line(exc)}; check the network "
+        raise DownloadError(f"cannot download from {hub}: {first_line(exc)}; check the network "
                             "(HF_ENDPOINT for a mirror) and run the same command again") from exc
-
-
-def _endpoint() -> str:
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
 
 
 def _say(line: str) -> None:
@@ -167,6 +165,8 @@ def _say(line: str) -> None:
 
 def run_download(repo_id: str, target: Path, revision: str) -> int:
     """`appliance download`: fetch, then verify the folder; the exit status of the command."""
+    for client in ("httpx", "httpx2"):  # one INFO line per HTTP request would bury the progress bars
+        logging.getLogger(client).setLevel(logging.WARNING)
     try:
         result = download_model(repo_id, target, revision=revision)
     except DownloadError as exc:

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.spec.modelinfo import JINA_FILES, JINA_OUTPUT, ModelFolderError, ModelInfo, inspect_model_folder
+from appliance.spec.modelinfo import (
+    JINA_FILES,
+    JINA_OUTPUT,
+    ModelFolderError,
+    ModelInfo,
+    inspect_model_folder,
+)
 
 REPO_URL = "https://huggingface.co/jinaai/jina-embeddings-v3"
 _IN_ONNX_FOLDER = ("model.onnx", "model.onnx_data")  # on the model page they sit in onnx/
@@ -125,7 +131,7 @@ def _load_and_run(folder: Path, info: ModelInfo) -> tuple[list[Problem], str]:
     try:
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         ids = tokenizer.encode(_PROBE_TEXT).ids
-    except Exception as exc:  # tokenizers raises a bare Exception for a malformed file
+    except Exception as exc:  # noqa: BLE001 -- tokenizers raises a bare Exception for a malformed file
         problems.append(Problem(f"{folder / 'tokenizer.json'} does not load: {first_line(exc)}",
                                 fetch_fix(folder, "tokenizer.json")))
         ids = []
@@ -134,10 +140,10 @@ def _load_and_run(folder: Path, info: ModelInfo) -> tuple[list[Problem], str]:
                                 f"{info.vocab_size}: tokenizer and model come from different models",
                                 "take tokenizer.json and config.json from the same model page"))
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # the load error is reported below; ORT's own log would repeat it
+    options.log_severity_level = 3  # a load error is reported below; ORT's own log would repeat it
     try:
         session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types, not a common base
+    except Exception as exc:  # noqa: BLE001 -- onnxruntime raises its own types, no common base
         problems.append(Problem(f"ONNX Runtime cannot load {folder / 'model.onnx'} with its weights: "
                                 f"{first_line(exc)}", _structure_fix(folder, "")))
         return problems, ""
@@ -151,7 +157,7 @@ def _load_and_run(folder: Path, info: ModelInfo) -> tuple[list[Problem], str]:
     }
     try:
         (out,) = session.run([JINA_OUTPUT], feeds)
-    except Exception as exc:  # as above: any ORT failure is a problem with the files
+    except Exception as exc:  # noqa: BLE001 -- as above: any ORT failure is a problem with the files
         return [Problem(f"model.onnx fails on a short text: {first_line(exc)}", _structure_fix(folder, ""))], ""
     expected = (1, len(ids), info.hidden_size)
     if tuple(out.shape) != expected or not np.isfinite(out).all():
@@ -181,6 +187,9 @@ def first_line(exc: BaseException) -> str:
 
 def run_verify(folder: Path) -> int:
     """`appliance verify`: print one line per problem (stderr) or the summary; the exit status."""
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)  # its warnings (e.g. telemetry) are not the folder's problems
     problems, summary = verify_folder(folder)
     for problem in problems:
         print(f"verify: problem: {' '.join(str(problem).split())}", file=sys.stderr)
