@@ -135,6 +135,8 @@ def _build(source: Path, out: Path) -> None:
         onnx.save_model(proto, str(out / MODEL_FILE))
     del proto
     shutil.rmtree(work)
+    for written in out.iterdir():
+        written.chmod(0o644)  # readable by whoever serves it (tempfile and onnx default to 0600)
     for entry in sorted(source.iterdir()):
         if entry.name not in _SKIP and not entry.name.startswith("."):
             (out / entry.name).symlink_to(entry)

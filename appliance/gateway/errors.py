@@ -44,10 +44,13 @@ def handle_appliance_error(_: Request[Any, Any, Any], exc: ApplianceError) -> Re
                           headers=headers)
 
 
-def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     error_type = _HTTP_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
     message = exc.detail if status < 500 else "Internal Server Error"
+    if status == 413:
+        limit = request.app.state.settings.limits.max_body_bytes
+        message = f"the request body is larger than this server's limit of {limit} bytes ([limits] max_body_bytes)"
     return error_response(status, message, error_type, headers=exc.headers)
 
 

@@ -73,6 +73,9 @@ def openapi_document() -> dict[str, Any]:
                                               "parameters": [model_param]}},
             "/info": {"get": _operation("Models, tasks, dimensions, limits, batching as compiled", Info,
                                         errors=("401",))},
+            "/metrics": {"get": {"summary": "Prometheus metrics: the gateway's, then Triton's", "responses": {
+                "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
+            }}},
             "/health": {"get": _operation("Liveness", Status, secured=False, errors=())},
             "/ready": {"get": _operation("Readiness: 200 when every model is loaded", Status, secured=False,
                                          errors=("503",))},

@@ -14,7 +14,7 @@ from litestar.types import Scope
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from appliance import __version__
-from appliance.errors import ModelNotFoundError, RateLimitError, RequestTimeoutError, UnsupportedMediaTypeError
+from appliance.errors import InvalidRequestError, ModelNotFoundError, RateLimitError, RequestTimeoutError, UnsupportedMediaTypeError
 from appliance.gateway.auth import KeyRing
 from appliance.gateway.errors import request_error_from_msgspec
 from appliance.gateway.inputs import normalize_input
@@ -72,6 +72,8 @@ async def decode(request: Request[Any, Any, Any], body_type: type[T]) -> T:
         return decoded
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise request_error_from_msgspec(exc) from None
+    except RecursionError:  # msgspec skipping an unknown, absurdly nested field
+        raise InvalidRequestError("the request body nests too deeply") from None
 
 
 def pipeline_for(state: State, model: str) -> ModelPipeline:

@@ -124,13 +124,14 @@ class ModelPipeline:
             )
 
     def _plan_late_chunks(self, job: EmbedJob, task: str | None) -> tuple[list[int], list[tuple[int, int]]]:
-        if isinstance(job.inputs[0], str):
+        strings = isinstance(job.inputs[0], str)
+        if strings:
             contents = self.encoder.content_ids(job.inputs)
         else:
             contents = job.inputs
             for index, tokens in enumerate(contents):
                 self.encoder.check_ids(tokens, f"input[{index}]")
-        plan = self.encoder.late_chunk(contents, task)
+        plan = self.encoder.late_chunk(contents, task, instruction=strings)
         return plan.ids, plan.spans
 
     async def _infer_late(self, ids: list[int], spans: list[tuple[int, int]], task: str | None) -> tuple[F32, F32]:

@@ -83,9 +83,15 @@ class TextEncoder:
     def content_ids(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
-    def late_chunk(self, contents: list[list[int]], task: str | None) -> LateChunkPlan:
-        """`<s>` instruction input0 input1 … `</s>`, with each input's own span."""
-        ids = [*self.head, *(self.content_ids([self.instruction(task)])[0] if self.instruction(task) else [])]
+    def late_chunk(self, contents: list[list[int]], task: str | None, *, instruction: bool = True) -> LateChunkPlan:
+        """`<s>` instruction input0 input1 … `</s>`, with each input's own span.
+
+        The instruction's trailing space is dropped before tokenizing it alone: in the joined
+        text it would merge into the next word, alone it becomes a stray `▁` token.
+        Token-id inputs (`instruction=False`) get no instruction, as in the plain path.
+        """
+        prefix = self.instruction(task).rstrip() if instruction else ""
+        ids = [*self.head, *(self.content_ids([prefix])[0] if prefix else [])]
         spans = []
         for index, content in enumerate(contents):
             if not content:
