@@ -14,6 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
+import msgspec
+
 from appliance.compile.pbtxt import model_config_dict, render_pbtxt
 from appliance.compile.settings import (
     CompiledAppliance,
@@ -217,10 +219,10 @@ def compile_spec(spec: EmbedSpec, base_dir: Path, out: Path) -> CompiledApplianc
 
 
 def _hash_plaintext(entry: ApiKeySpec) -> ApiKeySpec:
-    """Plaintext keys are hashed before anything is written to the runtime folder."""
+    """Plaintext keys are hashed before anything is written to the runtime folder (limits kept)."""
     if entry.key is None:
         return entry
-    return ApiKeySpec(name=entry.name, sha256=hashlib.sha256(entry.key.encode()).hexdigest())
+    return msgspec.structs.replace(entry, key=None, sha256=hashlib.sha256(entry.key.encode()).hexdigest())
 
 
 def _client_host(bind_host: str) -> str:

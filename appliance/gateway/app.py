@@ -18,6 +18,7 @@ from appliance.compile.settings import GatewaySettings, read_compiled
 from appliance.errors import ApplianceError
 from appliance.gateway.auth import KeyRing
 from appliance.gateway.errors import handle_appliance_error, handle_http_exception, handle_unexpected
+from appliance.gateway.headers import HeaderLimits
 from appliance.gateway.limits import ConcurrencyLimiter, KeyRateLimiter
 from appliance.gateway.metrics import GatewayMetrics
 from appliance.gateway.openapi import openapi_document
@@ -76,7 +77,7 @@ def create_app(settings: GatewaySettings, backend: EmbeddingBackend | None = Non
     return Litestar(
         route_handlers=[*ROUTES, openapi],
         lifespan=[lifespan],
-        middleware=[request_log],
+        middleware=[HeaderLimits, request_log],  # outermost first
         state=State({
             "keyring": keyring,
             "settings": settings,

@@ -31,8 +31,16 @@ class ConcurrencyLimiter:
 
 
 @dataclass
+class _Event:
+    """One request in a key's window: when it started and the tokens it used."""
+
+    at: float
+    tokens: int = 0
+
+
+@dataclass
 class _Window:
-    events: deque[tuple[float, int]] = field(default_factory=deque)
+    events: deque[_Event] = field(default_factory=deque)
     tokens: int = 0
 
 
@@ -47,37 +55,57 @@ class KeyRateLimiter:
         self.clock = clock
         self.windows: dict[str, _Window] = {}
 
-    def check(self, key: str | None) -> None:
-        """Refuse a new request from `key` when its last minute is already at a limit."""
+    def check(self, key: str | None) -> _Event | None:
+        """Refuse a new request from `key` when its last minute is at a limit; else count it.
+
+        Returns the request's ticket for `add_tokens`.
+        """
         if key is None or key not in self.limits:
-            return
+            return None
         rpm, tpm = self.limits[key]
         window = self._trim(key)
+        now = self.clock()
         if rpm is not None and len(window.events) >= rpm:
-            raise self._refusal(key, window, f"{rpm} requests per minute")
+            # Free again when the oldest requests leave, enough to drop below the limit.
+            raise self._refusal(key, f"{rpm} requests per minute", window.events[len(window.events) - rpm].at)
         if tpm is not None and window.tokens >= tpm:
-            raise self._refusal(key, window, f"{tpm} tokens per minute")
-        window.events.append((self.clock(), 0))
+            raise self._refusal(key, f"{tpm} tokens per minute", self._tokens_free_at(window, tpm))
+        event = _Event(now)
+        window.events.append(event)
+        return event
 
-    def add_tokens(self, key: str | None, tokens: int) -> None:
+    def add_tokens(self, key: str | None, tokens: int, ticket: _Event | None = None) -> None:
+        """Charge `tokens` to the request `ticket` (default: the key's newest request)."""
         if key is None or key not in self.limits:
             return
         window = self.windows[key]
-        when, counted = window.events.pop() if window.events else (self.clock(), 0)
-        window.events.append((when, counted + tokens))
-        window.tokens += tokens
+        event = ticket or (window.events[-1] if window.events else None)
+        if event is None:
+            event = _Event(self.clock())
+            window.events.append(event)
+        event.tokens += tokens
+        if any(e is event for e in window.events):
+            window.tokens += tokens
 
     def _trim(self, key: str) -> _Window:
         window = self.windows.setdefault(key, _Window())
         horizon = self.clock() - self.WINDOW_S
-        while window.events and window.events[0][0] <= horizon:
-            _, tokens = window.events.popleft()
-            window.tokens -= tokens
+        while window.events and window.events[0].at <= horizon:
+            window.tokens -= window.events.popleft().tokens
         return window
 
-    def _refusal(self, key: str, window: _Window, what: str) -> RateLimitError:
-        oldest = window.events[0][0] if window.events else self.clock()
-        retry = max(1, math.ceil(oldest + self.WINDOW_S - self.clock()))
+    @staticmethod
+    def _tokens_free_at(window: _Window, tpm: int) -> float:
+        """When enough of the oldest requests' tokens have left the window to be under `tpm`."""
+        remaining = window.tokens
+        for event in window.events:
+            remaining -= event.tokens
+            if remaining < tpm:
+                return event.at
+        return window.events[-1].at
+
+    def _refusal(self, key: str, what: str, free_from: float) -> RateLimitError:
+        retry = max(1, math.ceil(free_from + self.WINDOW_S - self.clock()))
         error = RateLimitError(f"API key `{key}` is over its limit of {what}", code="rate_limit_exceeded")
         error.retry_after = retry
         return error

@@ -74,6 +74,8 @@ async def decode(request: Request[Any, Any, Any], body_type: type[T]) -> T:
         raise request_error_from_msgspec(exc) from None
     except RecursionError:  # msgspec skipping an unknown, absurdly nested field
         raise InvalidRequestError("the request body nests too deeply") from None
+    except UnicodeDecodeError:
+        raise InvalidRequestError("the request body is not valid UTF-8") from None
 
 
 def pipeline_for(state: State, model: str) -> ModelPipeline:
@@ -108,7 +110,7 @@ async def _embed(request: Request[Any, Any, Any], state: State, fields: dict[str
     key_limits: KeyRateLimiter = state.key_limits
     key = fields.get("key")
     try:
-        key_limits.check(key)
+        ticket = key_limits.check(key)
     except RateLimitError:
         metrics.rejected.labels("key_limit").inc()
         raise
@@ -133,7 +135,7 @@ async def _embed(request: Request[Any, Any, Any], state: State, fields: dict[str
         raise RequestTimeoutError(
             f"no answer within {state.settings.limits.request_timeout_s:g} s; retry, or send fewer inputs"
         ) from None
-    key_limits.add_tokens(key, result.prompt_tokens)
+    key_limits.add_tokens(key, result.prompt_tokens, ticket)
     _record(metrics, body.model, key, len(inputs), result)
     fields["tokens"] = result.prompt_tokens
     wire = body.embedding_type or body.encoding_format or "float"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -126,9 +127,9 @@ class ModelPipeline:
     def _plan_late_chunks(self, job: EmbedJob, task: str | None) -> tuple[list[int], list[tuple[int, int]]]:
         strings = isinstance(job.inputs[0], str)
         if strings:
-            contents = self.encoder.content_ids(job.inputs)
+            contents = self.encoder.content_ids(cast(list[str], job.inputs))
         else:
-            contents = job.inputs
+            contents = cast(list[list[int]], job.inputs)
             for index, tokens in enumerate(contents):
                 self.encoder.check_ids(tokens, f"input[{index}]")
         plan = self.encoder.late_chunk(contents, task, instruction=strings)

@@ -51,6 +51,12 @@ class TextEncoder:
         self.vocab_size = vocab_size
         empty = self.tokenizer.encode("").ids  # the template's special tokens: <s> </s>, [CLS] [SEP]
         self.head, self.tail = empty[:1], empty[1:]
+        # No token covers more characters than the longest vocabulary piece, so a text longer than
+        # this (with a 2x margin for whitespace the normalizer collapses) cannot fit in max_tokens.
+        # Checked before tokenizing: a 10 MB string is refused at once instead of costing seconds
+        # and a gigabyte in the tokenizer.
+        longest_piece = max((len(piece) for piece in self.tokenizer.get_vocab()), default=1)
+        self.max_chars = max(100_000, 2 * longest_piece * (max_tokens + len(empty)))
 
     def instruction(self, task: str | None) -> str:
         return self.instructions.get(task, "") if task else ""
@@ -58,8 +64,21 @@ class TextEncoder:
     def encode_texts(self, texts: list[str], task: str | None, *, truncate: bool) -> list[list[int]]:
         """Token ids per text: instruction + text, wrapped in the special tokens."""
         prefix = self.instruction(task)
+        texts = [self._cap_chars(index, text, truncate) for index, text in enumerate(texts)]
         encodings = self.tokenizer.encode_batch([prefix + t for t in texts], add_special_tokens=True)
         return [self._fit(index, e.ids, truncate) for index, e in enumerate(encodings)]
+
+    def _cap_chars(self, index: int, text: str, truncate: bool) -> str:
+        if len(text) <= self.max_chars:
+            return text
+        if truncate:
+            return text[: self.max_chars]  # still more than max_tokens tokens; _fit cuts the rest
+        raise InvalidRequestError(
+            f"input[{index}] has {len(text)} characters, far more than this model's limit of "
+            f"{self.max_tokens} tokens can hold; shorten it, or send `truncate: true` to cut it",
+            param=f"input[{index}]",
+            code="context_length_exceeded",
+        )
 
     def wrap_tokens(self, token_lists: list[list[int]], *, truncate: bool) -> list[list[int]]:
         """Token-id inputs are the model's content tokens, fed as given between `<s>` and `</s>`.
@@ -81,6 +100,8 @@ class TextEncoder:
                 )
 
     def content_ids(self, texts: list[str]) -> list[list[int]]:
+        for index, text in enumerate(texts):  # late chunking: all of them must fit in one sequence
+            self._cap_chars(index, text, truncate=False)
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def late_chunk(self, contents: list[list[int]], task: str | None, *, instruction: bool = True) -> LateChunkPlan:

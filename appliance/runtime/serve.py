@@ -30,12 +30,16 @@ def default_runtime_dir() -> Path:
 
 
 def serve(config: Path, runtime_dir: Path) -> None:
-    """Compile (any error raises before anything starts), then exec supervisord in the foreground."""
+    """Compile (any error raises before anything starts), then exec supervisord in the foreground.
+
+    supervisord runs in the exec'd process itself (`appliance.runtime.supervise`): it stays the
+    process that receives SIGTERM, and it exits 78 when the models could not load.
+    """
     runtime_dir = runtime_dir.resolve()
     compile_file(config, runtime_dir)
     prepare_backends(runtime_dir)
     env = dict(os.environ, EMBED_RUNTIME_DIR=str(runtime_dir), EMBED_PYTHON=sys.executable)
-    argv = [sys.executable, "-m", "supervisor.supervisord", "--nodaemon", "--configuration", str(SUPERVISORD_CONF)]
+    argv = [sys.executable, "-m", "appliance.runtime.supervise", "--nodaemon", "--configuration", str(SUPERVISORD_CONF)]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, argv, env)

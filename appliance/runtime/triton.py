@@ -56,7 +56,7 @@ def triton_environment() -> dict[str, str]:
     return env
 
 
-def triton_command(settings: TritonSettings, backends: Path) -> list[str]:
+def triton_command(settings: TritonSettings, backends: Path, shm_prefix: str) -> list[str]:
     host = settings.host
     cache = []
     if settings.cache_size_bytes:
@@ -75,6 +75,8 @@ def triton_command(settings: TritonSettings, backends: Path) -> list[str]:
         "--exit-on-error=true",
         "--strict-readiness=true",
         "--log-verbose=0",
+        # Our own prefix for the Python backend's /dev/shm regions, so they can be removed after a crash.
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         *cache,
     ]
 
@@ -88,10 +90,25 @@ def _is_ready(settings: TritonSettings) -> bool:
         return False
 
 
+def _clean_up(group: int, shm_prefix: str) -> None:
+    """End what tritonserver left behind: stub processes in its group, its shared-memory regions."""
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for region in Path("/dev/shm").glob(f"{shm_prefix}*"):
+        region.unlink(missing_ok=True)
+
+
 def run(runtime_dir: Path) -> int:
     settings = read_compiled(runtime_dir).triton
     backends = prepare_backends(runtime_dir)
-    child = subprocess.Popen(triton_command(settings, backends), env=triton_environment())
+    shm_prefix = f"embed{os.getpid()}_"
+    # Its own process group: after tritonserver dies (kill -9), its Python-backend stubs would be
+    # orphaned, holding the model's memory; the group lets us end them too.
+    child = subprocess.Popen(
+        triton_command(settings, backends, shm_prefix), env=triton_environment(), process_group=0
+    )
 
     stopping = False
 
@@ -108,6 +125,7 @@ def run(runtime_dir: Path) -> int:
         if not loaded:
             time.sleep(0.25)
     code = child.wait()
+    _clean_up(child.pid, shm_prefix)
     if stopping:
         return 0
     if not loaded:

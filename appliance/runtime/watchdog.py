@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 
+from appliance.runtime.supervise import FATAL_MARKER
 from appliance.runtime.triton import EXIT_LOAD_FAILED
 
 
@@ -35,12 +37,15 @@ def main() -> None:
         header = _parse(sys.stdin.readline())
         payload = _parse(sys.stdin.read(int(header["len"])).split("\n", 1)[0])
         if should_stop(header["eventname"], payload):
-            sys.stderr.write(
-                f"appliance: {payload.get('processname')} cannot run "
-                f"({header['eventname']}, exit code {EXIT_LOAD_FAILED} means the models failed to load); "
-                "stopping. The reason is in the log above.\n"
+            reason = (
+                f"{payload.get('processname')} cannot run ({header['eventname']}; exit code "
+                f"{EXIT_LOAD_FAILED} means the models failed to load). The reason is in the log above."
             )
+            sys.stderr.write(f"appliance: {reason} Stopping.\n")
             sys.stderr.flush()
+            runtime = os.environ.get("EMBED_RUNTIME_DIR")
+            if runtime:
+                (Path(runtime) / FATAL_MARKER).write_text(reason + "\n")
             os.kill(os.getppid(), signal.SIGTERM)
         sys.stdout.write("RESULT 2\nOK")
         sys.stdout.flush()

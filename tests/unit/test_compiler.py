@@ -442,8 +442,9 @@ def test_appliance_json_round_trips_to_what_compile_returned(
 
 
 def test_plaintext_keys_are_hashed_and_never_written_to_the_runtime_dir(
-    tmp_path: Path, tiny_jina_dir: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, tiny_jina_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("EMBED_OPS_KEY", "ops-secret-value")
     secret = "plaintext-secret-7f3a"
     auth = (
         f'[auth]\nkeys = [{{ name = "ci", key = "{secret}" }}, '
@@ -464,6 +465,17 @@ def test_plaintext_keys_are_hashed_and_never_written_to_the_runtime_dir(
     )  # resolved at gateway start
     assert compiled.gateway.auth_keys == [ci, ops]
     assert any("plaintext" in r.getMessage() and "ci" in r.getMessage() for r in caplog.records)
+
+
+def test_compile_stops_when_an_env_key_is_not_set_naming_the_variable(
+    tmp_path: Path, tiny_jina_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EMBED_UNSET_KEY", raising=False)
+    auth = '[auth]\nkeys = [{ name = "ops", env = "EMBED_UNSET_KEY" }]\n'
+    with pytest.raises(ConfigError) as info:
+        compile_text(tmp_path, model_toml(tiny_jina_dir) + auth)
+    assert info.value.key == "auth.keys[0].env"
+    assert "EMBED_UNSET_KEY" in str(info.value)
 
 
 def test_no_auth_keys_compiles_with_an_open_api_warning(

@@ -1,0 +1,553 @@
+"""Soak: the real appliance at 2x its measured capacity for N minutes; nothing lost, nothing wrong.
+
+    python bench/soak.py                     # 10 minutes, tiny jina-shaped model built offline
+    python bench/soak.py --minutes 1         # smoke run
+    python bench/soak.py --model-dir DIR     # any jina-v3 / sentence-transformer folder
+
+1. Starts `appliance serve` (supervisord + tritonserver + gateway) on free loopback ports with
+   `[limits] max_concurrent_requests` (default 4) and `request_timeout_s` (default 30).
+2. Calibrates: `max_concurrent_requests` closed-loop clients for `--calibrate-s` seconds; the 200s
+   per second they get is the capacity for this request mix.
+3. Soaks: open-loop arrivals at `--overload` (2.0) x capacity for `--minutes`. Every response is
+   classified: 200 (every vector checked against the independent ONNX Runtime reference, and the
+   token count), 429 (shed, must carry Retry-After and OpenAI's error shape), anything else.
+4. Samples the RSS of the gateway, tritonserver and the Python-backend stubs (where ONNX Runtime
+   runs) every `--sample-s` seconds from /proc, and writes the curve: soak.csv, soak.svg (always)
+   and soak.png (when matplotlib is importable), plus soak-summary.json.
+
+Passes (exit 0) with zero 5xx, zero wrong answers, zero lost requests (timeouts, connection
+errors), no unexpected statuses, no process restarts and flat memory (see bench/SOAK.md).
+All traffic goes to 127.0.0.1. Every loop is bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import csv
+import json
+import math
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # runnable as `python bench/soak.py` (bench/ is not a package)
+    sys.path.insert(0, str(REPO))
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+
+from tests.support import procs
+from tests.support.reference import Reference
+from tests.support.stack import Stack, model_toml, ports_toml
+
+MiB = 1024 * 1024
+MODEL = "soak"
+WORDS = (  # noqa: SIM905 (a sentence reads better than a list of 80 quoted words)
+    "the quick brown fox jumps over lazy dog a self hosted embedding server turns text into vectors so "
+    "that similar documents end up close to each other search retrieval clustering and classification "
+    "all work on these query asks for evidence passage provides answer machine learning models read "
+    "tokens not words every token has an identifier what is capital of france paris largest city "
+    "der schnelle braune fuchs springt über den faulen hund dónde está la biblioteca mañana playa"
+).split()
+
+
+# --------------------------------------------------------------------------- workload
+
+
+@dataclass(frozen=True)
+class Template:
+    texts: tuple[str, ...]
+    task: str | None
+    wire: str  # "float" or "base64"
+
+
+@dataclass
+class Workload:
+    templates: list[Template]
+    expected: dict[tuple[str, str | None], npt.NDArray[np.float64]]
+    tokens: dict[tuple[str, str | None], int]
+    largest: Template  # the 8 longest texts, one task: the biggest shape this workload can make
+
+    def body(self, t: Template) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": MODEL, "input": list(t.texts), "encoding_format": t.wire}
+        if t.task is not None:
+            body["task"] = t.task
+        return body
+
+
+def build_workload(ref: Reference, *, seed: int, texts: int, templates: int) -> Workload:
+    rng = random.Random(seed)
+    pool = []
+    for i in range(texts):
+        words = rng.choice([3, 8, 20, 50, 120, 300])
+        pool.append(f"{i}: " + " ".join(rng.choice(WORDS) for _ in range(words)))
+    tasks: list[str | None] = list(ref.config.get("lora_adaptations") or [None])
+    out = []
+    for _ in range(templates):
+        chosen = tuple(rng.sample(pool, rng.choice([1, 1, 2, 4, 8])))
+        out.append(Template(chosen, rng.choice(tasks), "base64" if rng.random() < 0.75 else "float"))
+    longest = tuple(sorted(pool, key=len)[-8:])
+    largest = Template(longest, tasks[0], "base64")
+    expected, tokens = {}, {}
+    for t in [*out, largest]:
+        for text in t.texts:
+            if (text, t.task) not in expected:
+                expected[(text, t.task)] = ref.embed(text, t.task)
+                tokens[(text, t.task)] = len(ref.ids(text, t.task))
+    return Workload(out, expected, tokens, largest)
+
+
+def verify(work: Workload, t: Template, body: dict[str, Any], atol: float) -> str | None:
+    """None when the answer is right, else what is wrong with it."""
+    data = body.get("data")
+    if not isinstance(data, list) or sorted(d.get("index") for d in data) != list(range(len(t.texts))):
+        return f"indices {[d.get('index') for d in data or []]} for {len(t.texts)} inputs"
+    for item in data:
+        raw = item["embedding"]
+        if t.wire == "base64":
+            got = np.frombuffer(base64.b64decode(raw), dtype="<f4").astype(np.float64)
+        else:
+            got = np.asarray(raw, dtype=np.float64)
+        want = work.expected[(t.texts[item["index"]], t.task)]
+        if got.shape != want.shape:
+            return f"input {item['index']}: shape {got.shape} != {want.shape}"
+        diff = float(np.abs(got - want).max())
+        if diff > atol:
+            return f"input {item['index']}: max |diff| {diff:.2e} > {atol:.0e}"
+    want_tokens = sum(work.tokens[(text, t.task)] for text in t.texts)
+    if body.get("usage", {}).get("prompt_tokens") != want_tokens:
+        return f"usage {body.get('usage')} != {want_tokens} tokens"
+    return None
+
+
+# --------------------------------------------------------------------------- load
+
+
+@dataclass
+class Tally:
+    outcomes: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)  # 200s
+    shed_latencies: list[float] = field(default_factory=list)  # 429s
+    problems: list[str] = field(default_factory=list)  # first few, for the report
+    max_outstanding: int = 0  # open loop: the most requests in flight at once (client side)
+
+    def problem(self, what: str) -> None:
+        if len(self.problems) < 20:
+            self.problems.append(what)
+
+
+async def one_request(http: httpx.AsyncClient, url: str, work: Workload, t: Template, tally: Tally,
+                      atol: float) -> None:
+    start = time.monotonic()
+    try:
+        response = await http.post(url, json=work.body(t))
+    except httpx.HTTPError as exc:
+        tally.outcomes["lost"] += 1
+        tally.problem(f"lost after {time.monotonic() - start:.1f}s: {type(exc).__name__}: {exc}")
+        return
+    seconds = time.monotonic() - start
+    status = response.status_code
+    if status == 200:
+        wrong = verify(work, t, response.json(), atol)
+        if wrong is None:
+            tally.outcomes["ok"] += 1
+            tally.latencies.append(seconds)
+        else:
+            tally.outcomes["wrong"] += 1
+            tally.problem(f"wrong answer: {wrong}")
+    elif status == 429:
+        error = response.json().get("error", {}) if response.headers.get("content-type", "").startswith(
+            "application/json") else {}
+        retry = response.headers.get("retry-after", "")
+        if retry.isdigit() and {"message", "type", "param", "code"} <= set(error):
+            tally.outcomes["shed_429"] += 1
+            tally.shed_latencies.append(seconds)
+        else:
+            tally.outcomes["bad_429"] += 1
+            tally.problem(f"429 without Retry-After / OpenAI shape: {response.headers} {response.text[:200]}")
+    elif status >= 500:
+        tally.outcomes["5xx"] += 1
+        tally.problem(f"{status}: {response.text[:300]}")
+    else:
+        tally.outcomes[f"unexpected_{status}"] += 1
+        tally.problem(f"{status}: {response.text[:300]}")
+
+
+async def warm_up(url: str, work: Workload, clients: int, timeout: float, atol: float, bursts: int = 3) -> Tally:
+    """Every template once (closed loop), then `bursts` bursts of `clients` simultaneous largest
+    requests: Triton batches them into the biggest ONNX Runtime runs this workload can produce, so
+    allocator arenas reach their high-water mark BEFORE memory is measured."""
+    tally = Tally()
+    queue = list(work.templates)
+    async with httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=clients)) as http:
+        async def client() -> None:
+            while queue:
+                await one_request(http, url, work, queue.pop(), tally, atol)
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+        for _ in range(bursts):
+            await asyncio.gather(*(one_request(http, url, work, work.largest, tally, atol) for _ in range(clients)))
+    return tally
+
+
+async def calibrate(url: str, work: Workload, clients: int, seconds: float, timeout: float, atol: float) -> tuple[float, Tally]:
+    """Closed loop with as many clients as the server admits: 200s per second = capacity."""
+    tally = Tally()
+    deadline = time.monotonic() + seconds
+    rng = random.Random(1)
+    async with httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=clients)) as http:
+        async def client() -> None:
+            while time.monotonic() < deadline:
+                await one_request(http, url, work, rng.choice(work.templates), tally, atol)
+
+        started = time.monotonic()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.monotonic() - started
+    return tally.outcomes["ok"] / elapsed, tally
+
+
+@dataclass
+class Sample:
+    t: float
+    gateway_pid: int | None
+    triton_pid: int | None
+    gateway_rss: int
+    tritonserver_rss: int
+    stubs_rss: int
+    outcomes: dict[str, int]
+
+
+def sample(root: int, start: float, tally: Tally) -> Sample:
+    gateway = procs.gateway(root)
+    triton = procs.tritonserver(root)
+    stubs = procs.backend_stubs(root)
+    return Sample(
+        t=time.monotonic() - start,
+        gateway_pid=gateway.pid if gateway else None,
+        triton_pid=triton.pid if triton else None,
+        gateway_rss=(procs.rss_bytes(gateway.pid) or 0) if gateway else 0,
+        tritonserver_rss=(procs.rss_bytes(triton.pid) or 0) if triton else 0,
+        stubs_rss=sum(procs.rss_bytes(s.pid) or 0 for s in stubs),
+        outcomes=dict(tally.outcomes),
+    )
+
+
+async def soak(url: str, root: int, work: Workload, rate: float, seconds: float, timeout: float,
+               sample_s: float, max_outstanding: int, atol: float) -> tuple[Tally, list[Sample], int, float]:
+    """Open loop: arrivals at `rate`/s (Poisson) for `seconds`, regardless of how the server keeps up."""
+    tally = Tally()
+    samples: list[Sample] = []
+    rng = random.Random(2)
+    start = time.monotonic()
+    deadline = start + seconds
+    sent = 0
+    tasks: set[asyncio.Task[None]] = set()
+    limits = httpx.Limits(max_connections=max_outstanding, max_keepalive_connections=max_outstanding)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
+        async def sampler() -> None:
+            while time.monotonic() < deadline:
+                samples.append(sample(root, start, tally))
+                await asyncio.sleep(sample_s)
+
+        sampling = asyncio.create_task(sampler())
+        next_at = start
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if next_at > now:
+                await asyncio.sleep(min(next_at - now, deadline - now))
+                continue
+            next_at += rng.expovariate(rate)
+            if len(tasks) >= max_outstanding:  # the client, not the server, is the bottleneck
+                tally.outcomes["client_skipped"] += 1
+                continue
+            task = asyncio.create_task(one_request(http, url, work, rng.choice(work.templates), tally, atol))
+            tasks.add(task)
+            tally.max_outstanding = max(tally.max_outstanding, len(tasks))
+            task.add_done_callback(tasks.discard)
+            sent += 1
+        drain_deadline = timeout + 5
+        if tasks:
+            await asyncio.wait(tasks, timeout=drain_deadline)
+        for task in list(tasks):  # not answered even within the client timeout: lost
+            task.cancel()
+            tally.outcomes["lost"] += 1
+        await sampling
+        samples.append(sample(root, start, tally))
+    return tally, samples, sent, time.monotonic() - start
+
+
+def server_latency(base_url: str) -> dict[str, float | None]:
+    """Quantiles (bucket upper bounds) of the gateway's own `total` latency histogram of 200s:
+    the server's view, free of the load generator's own queueing on a shared machine."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith("embed_request_duration_seconds_bucket{") and 'phase="total"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((math.inf if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    out: dict[str, float | None] = {}
+    for q in (50, 95, 99):
+        out[f"p{q}_le"] = next((le for le, count in buckets if count >= q / 100 * total), None) if total else None
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def memory_verdict(samples: list[Sample], name: str, values: list[int]) -> dict[str, Any]:
+    """Flat = the median of the last 20 % of samples is within max(10 %, 32 MiB) of the median of
+    the first 20 % after warm-up (the first 10 % of the run is warm-up: allocators and caches fill)."""
+    n = len(values)
+    if n < 5:
+        return {"process": name, "flat": None, "reason": f"only {n} samples"}
+    body = values[max(1, n // 10):]
+    k = max(1, len(body) // 5)
+    first, last = statistics.median(body[:k]), statistics.median(body[-k:])
+    growth = last - first
+    bound = max(0.10 * first, 32 * MiB)
+    return {
+        "process": name, "first_mib": round(first / MiB, 1), "last_mib": round(last / MiB, 1),
+        "max_mib": round(max(values) / MiB, 1), "growth_mib": round(growth / MiB, 1),
+        "bound_mib": round(bound / MiB, 1), "flat": growth <= bound,
+    }
+
+
+def write_csv(path: Path, samples: list[Sample]) -> None:
+    keys = sorted({k for s in samples for k in s.outcomes})
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["t_s", "gateway_pid", "tritonserver_pid", "gateway_rss_mib", "tritonserver_rss_mib",
+                      "backend_stubs_rss_mib", "triton_total_rss_mib", *keys])
+        for s in samples:
+            out.writerow([f"{s.t:.1f}", s.gateway_pid, s.triton_pid, f"{s.gateway_rss / MiB:.1f}",
+                          f"{s.tritonserver_rss / MiB:.1f}", f"{s.stubs_rss / MiB:.1f}",
+                          f"{(s.tritonserver_rss + s.stubs_rss) / MiB:.1f}", *[s.outcomes.get(k, 0) for k in keys]])
+
+
+def curves(samples: list[Sample]) -> dict[str, list[float]]:
+    return {
+        "gateway": [s.gateway_rss / MiB for s in samples],
+        "tritonserver": [s.tritonserver_rss / MiB for s in samples],
+        "backend stubs (ONNX Runtime)": [s.stubs_rss / MiB for s in samples],
+        "triton total": [(s.tritonserver_rss + s.stubs_rss) / MiB for s in samples],
+    }
+
+
+def write_svg(path: Path, samples: list[Sample], title: str) -> None:
+    """A dependency-free line chart of the RSS curves."""
+    width, height, left, right, top, bottom = 900, 420, 70, 230, 40, 50
+    xs = [s.t for s in samples] or [0.0]
+    series = curves(samples)
+    y_max = max([v for vs in series.values() for v in vs] + [1.0]) * 1.1
+    x_max = max(xs[-1], 1.0)
+
+    def px(t: float, v: float) -> tuple[float, float]:
+        return (left + t / x_max * (width - left - right), top + (1 - v / y_max) * (height - top - bottom))
+
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+              f'font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>'),
+             f'<text x="{left}" y="22" font-size="14">{title}</text>']
+    for i in range(6):
+        v = y_max * i / 5
+        _, y = px(0, v)
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#ddd"/>'
+                     f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{v:.0f}</text>')
+    for i in range(6):
+        t = x_max * i / 5
+        x, _ = px(t, 0)
+        parts.append(f'<text x="{x:.1f}" y="{height - bottom + 18}" text-anchor="middle">{t:.0f}</text>')
+    parts.append(f'<text x="{(width - right + left) / 2}" y="{height - 12}" text-anchor="middle">seconds</text>'
+                 f'<text x="16" y="{(height) / 2}" transform="rotate(-90 16 {height / 2})" '
+                 f'text-anchor="middle">RSS (MiB)</text>')
+    for (name, values), color, row in zip(series.items(), colors, range(len(series))):
+        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in (px(t, v) for t, v in zip(xs, values)))
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>')
+        y = top + 20 * row
+        parts.append(f'<line x1="{width - right + 15}" y1="{y}" x2="{width - right + 35}" y2="{y}" '
+                     f'stroke="{color}" stroke-width="3"/><text x="{width - right + 40}" y="{y + 4}">{name}</text>')
+    parts.append("</svg>")
+    path.write_text("\n".join(parts))
+
+
+def write_png(path: Path, samples: list[Sample], title: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    for name, values in curves(samples).items():
+        ax.plot([s.t for s in samples], values, label=name)
+    ax.set(title=title, xlabel="seconds", ylabel="RSS (MiB)")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0, help="soak duration (default 10)")
+    parser.add_argument("--overload", type=float, default=2.0, help="offered load / measured capacity (default 2)")
+    parser.add_argument("--model-dir", type=Path, help="model folder (default: build the tiny jina-shaped model)")
+    parser.add_argument("--out", type=Path, help="output folder (default: a new temporary folder)")
+    parser.add_argument("--max-concurrent", type=int, default=4, help="[limits] max_concurrent_requests")
+    parser.add_argument("--request-timeout", type=float, default=30.0, help="[limits] request_timeout_s")
+    parser.add_argument("--calibrate-s", type=float, default=20.0, help="capacity measurement (default 20 s)")
+    parser.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling interval (default 5 s)")
+    parser.add_argument("--atol", type=float, default=1e-4, help="max |diff| to the reference per component")
+    parser.add_argument("--max-outstanding", type=int, default=512,
+                        help="safety bound on client-side requests in flight (an arrival beyond it is skipped "
+                             "and fails the run)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    out = (args.out or Path(tempfile.mkdtemp(prefix="soak-"))).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir = args.model_dir
+    if model_dir is None:
+        from appliance.testmodels.tiny_jina import build_tiny_jina
+
+        model_dir = out / "tiny-jina"
+        if not (model_dir / "model.onnx").exists():
+            model_dir.mkdir(parents=True, exist_ok=True)
+            build_tiny_jina(model_dir)
+    model_dir = model_dir.resolve()
+    print(f"soak: model {model_dir}; output {out}", flush=True)
+
+    ref = Reference(model_dir)
+    work = build_workload(ref, seed=args.seed, texts=96, templates=400)
+    print(f"soak: {len(work.templates)} request templates, {len(work.expected)} reference vectors", flush=True)
+
+    toml = (
+        ports_toml()
+        + f"[limits]\nmax_concurrent_requests = {args.max_concurrent}\nrequest_timeout_s = {args.request_timeout}\n"
+        + model_toml(MODEL, model_dir)
+    )
+    (out / "stack").mkdir(exist_ok=True)
+    stack = Stack(out / "stack", toml)
+    stack.start()
+    assert stack.process is not None
+    root = stack.process.pid
+    url = f"{stack.base_url}/v1/embeddings"
+    client_timeout = args.request_timeout + 10
+    summary: dict[str, Any] = {"model_dir": str(model_dir), "minutes": args.minutes, "overload": args.overload,
+                               "max_concurrent_requests": args.max_concurrent}
+    try:
+        pids_before = (procs.gateway(root), procs.tritonserver(root))
+        warm = asyncio.run(warm_up(url, work, args.max_concurrent, client_timeout, args.atol))
+        print(f"soak: warm-up {dict(warm.outcomes)}", flush=True)
+        capacity, cal = asyncio.run(
+            calibrate(url, work, args.max_concurrent, args.calibrate_s, client_timeout, args.atol))
+        rate = args.overload * capacity
+        print(f"soak: capacity {capacity:.1f} req/s (calibration {dict(cal.outcomes)}); "
+              f"offering {rate:.1f} req/s for {args.minutes:g} min", flush=True)
+        tally, samples, sent, elapsed = asyncio.run(soak(
+            url, root, work, rate, args.minutes * 60, client_timeout, args.sample_s,
+            max_outstanding=args.max_outstanding, atol=args.atol))
+        pids_after = (procs.gateway(root), procs.tritonserver(root))
+        server_side = server_latency(stack.base_url)
+    finally:
+        code = stack.stop()
+    log = stack.log()
+
+    gateway_pids = {s.gateway_pid for s in samples} | {p.pid if p else None for p in (pids_before[0], pids_after[0])}
+    triton_pids = {s.triton_pid for s in samples} | {p.pid if p else None for p in (pids_before[1], pids_after[1])}
+    restarts = len(gateway_pids) != 1 or len(triton_pids) != 1 or None in gateway_pids | triton_pids
+    memory = [
+        memory_verdict(samples, "gateway", [s.gateway_rss for s in samples]),
+        memory_verdict(samples, "triton (tritonserver + backend stubs)",
+                       [s.tritonserver_rss + s.stubs_rss for s in samples]),
+    ]
+    o = tally.outcomes
+    answered = sum(v for k, v in o.items() if k not in ("client_skipped",))
+    summary.update({
+        "capacity_rps": round(capacity, 2), "offered_rps": round(rate, 2), "seconds": round(elapsed, 1),
+        "sent": sent, "answered": answered, "outcomes": dict(o),
+        "ok_rps": round(o["ok"] / elapsed, 2), "max_outstanding": tally.max_outstanding,
+        "shed_fraction": round(o["shed_429"] / max(1, sent), 3),
+        "latency_ok_s": {f"p{q}": percentile(tally.latencies, q) for q in (50, 95, 99)} | {
+            "max": max(tally.latencies, default=None)},
+        "latency_429_s": {f"p{q}": percentile(tally.shed_latencies, q) for q in (50, 99)},
+        "server_latency_ok_s": server_side,
+        "memory": memory, "process_restarts": restarts, "appliance_exit_code": code,
+        "traceback_in_log": "Traceback" in log, "problems": tally.problems,
+        "calibration_outcomes": dict(cal.outcomes), "warm_up_outcomes": dict(warm.outcomes),
+    })
+    failures = []
+    for bad in ("5xx", "wrong", "lost", "bad_429"):
+        if o[bad] or cal.outcomes[bad] or warm.outcomes[bad]:
+            failures.append(f"{bad}: {o[bad] + cal.outcomes[bad] + warm.outcomes[bad]}")
+    failures += [f"warm-up/calibration status {k}: {v}" for k, v in (warm.outcomes + cal.outcomes).items()
+                 if k.startswith("unexpected")]
+    failures += [f"unexpected status {k}: {v}" for k, v in o.items() if k.startswith("unexpected")]
+    if sent != answered:  # every request sent has exactly one outcome
+        failures.append(f"sent {sent} but {answered} outcomes recorded")
+    if restarts:
+        failures.append("a process was restarted during the soak")
+    failures += [f"memory not flat: {m['process']} grew {m['growth_mib']} MiB (bound {m['bound_mib']})"
+                 for m in memory if m["flat"] is False]
+    if code != 0:
+        failures.append(f"appliance exited {code} on SIGTERM")
+    if "Traceback" in log:
+        failures.append("a Traceback in the appliance log")
+    if o["client_skipped"]:
+        failures.append(f"the load generator could not keep up: {o['client_skipped']} arrivals skipped")
+    summary["failures"] = failures
+    summary["pass"] = not failures
+
+    write_csv(out / "soak.csv", samples)
+    title = f"soak: {args.overload:g}x capacity ({rate:.0f} req/s) for {args.minutes:g} min - RSS"
+    write_svg(out / "soak.svg", samples, title)
+    png = write_png(out / "soak.png", samples, title)
+    (out / "soak-summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+    print(f"soak: {sent} requests in {elapsed:.0f}s -> {dict(o)}")
+    lat = summary["latency_ok_s"]
+    if tally.latencies:
+        print(f"soak: 200 latency (client side) p50 {lat['p50']:.3f}s p95 {lat['p95']:.3f}s p99 {lat['p99']:.3f}s "
+              f"max {lat['max']:.3f}s; {summary['ok_rps']} ok/s; {summary['shed_fraction']:.0%} shed with 429; "
+              f"at most {tally.max_outstanding} requests outstanding")
+    print("soak: the gateway's own latency histogram (200s, whole run): "
+          + ", ".join(f"{k.replace('_le', '')} <= {v}s" for k, v in server_side.items()))
+    for m in memory:
+        print(f"soak: RSS {m['process']}: {m}")
+    print(f"soak: curve {out / 'soak.csv'}, {out / 'soak.svg'}" + (f", {out / 'soak.png'}" if png else ""))
+    print(f"soak: {'PASS' if not failures else 'FAIL: ' + '; '.join(failures)}")
+    if tally.problems:
+        print("soak: first problems:\n  " + "\n  ".join(tally.problems))
+    return 0 if not failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Backpressure (`ConcurrencyLimiter`) and per-key sliding-window limits (`KeyRateLimiter`), on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appliance.errors import RateLimitError
+from appliance.gateway.limits import ConcurrencyLimiter, KeyRateLimiter
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# --------------------------------------------------------------------------- ConcurrencyLimiter
+
+
+def test_the_concurrency_limiter_admits_up_to_its_limit_then_refuses_at_once_with_429_and_retry_after() -> None:
+    limiter = ConcurrencyLimiter(3)
+    for _ in range(3):
+        limiter.try_acquire()
+    with pytest.raises(RateLimitError) as refused:
+        limiter.try_acquire()
+    error = refused.value
+    assert error.status_code == 429 and error.error_type == "rate_limit_error"
+    assert error.code == "overloaded" and error.retry_after is not None and error.retry_after >= 1
+    assert "3 concurrent" in error.message
+    assert limiter.in_flight == 3  # a refusal takes no permit
+
+
+def test_a_released_permit_admits_the_next_request() -> None:
+    limiter = ConcurrencyLimiter(1)
+    limiter.try_acquire()
+    with pytest.raises(RateLimitError):
+        limiter.try_acquire()
+    limiter.release()
+    limiter.try_acquire()
+    assert limiter.in_flight == 1
+
+
+@given(st.integers(1, 8), st.lists(st.booleans(), max_size=200))
+@settings(max_examples=200, deadline=None)
+def test_the_limiter_never_has_more_than_its_limit_in_flight_and_refuses_only_when_full(
+    limit: int, ops: list[bool]
+) -> None:
+    limiter = ConcurrencyLimiter(limit)
+    held = 0
+    for acquire in ops:
+        if acquire:
+            try:
+                limiter.try_acquire()
+                held += 1
+            except RateLimitError:
+                assert held == limit  # refused only when every permit is taken
+        elif held:
+            limiter.release()
+            held -= 1
+        assert limiter.in_flight == held <= limit
+
+
+# --------------------------------------------------------------------------- KeyRateLimiter: requests
+
+
+def test_requests_per_minute_admits_that_many_then_refuses_until_the_oldest_leaves_the_window() -> None:
+    clock = FakeClock()
+    limits = KeyRateLimiter({"k": (3, None)}, clock=clock)
+    for step in range(3):
+        limits.check("k")
+        clock.advance(10)
+    # t = 30: three requests at 0, 10, 20 -> full until t = 60.
+    with pytest.raises(RateLimitError) as refused:
+        limits.check("k")
+    assert refused.value.code == "rate_limit_exceeded"
+    assert refused.value.retry_after == 30
+    assert "`k`" in refused.value.message and "3 requests per minute" in refused.value.message
+    clock.advance(29.5)  # t = 59.5: still full
+    with pytest.raises(RateLimitError) as again:
+        limits.check("k")
+    assert again.value.retry_after == 1
+    clock.advance(0.5)  # t = 60: the first request leaves the window
+    limits.check("k")
+    with pytest.raises(RateLimitError):
+        limits.check("k")
+
+
+def test_refused_requests_do_not_spend_the_budget() -> None:
+    clock = FakeClock()
+    limits = KeyRateLimiter({"k": (1, None)}, clock=clock)
+    limits.check("k")
+    for _ in range(50):
+        clock.advance(1)
+        with pytest.raises(RateLimitError):
+            limits.check("k")
+    clock.advance(10)  # t = 60: the one admitted request is a minute old
+    limits.check("k")
+
+
+def test_keys_are_limited_independently_and_keys_without_limits_or_no_key_are_never_refused() -> None:
+    clock = FakeClock()
+    limits = KeyRateLimiter({"a": (1, None), "b": (1, None)}, clock=clock)
+    limits.check("a")
+    with pytest.raises(RateLimitError):
+        limits.check("a")
+    limits.check("b")  # a's limit is a's alone
+    for _ in range(1000):
+        limits.check("unlimited")
+        limits.check(None)
+        limits.add_tokens("unlimited", 10_000)
+        limits.add_tokens(None, 10_000)
+
+
+# --------------------------------------------------------------------------- KeyRateLimiter: tokens
+
+
+def test_tokens_per_minute_counts_tokens_of_finished_requests_and_refuses_once_the_budget_is_spent() -> None:
+    clock = FakeClock()
+    limits = KeyRateLimiter({"k": (None, 100)}, clock=clock)
+    limits.check("k")
+    limits.add_tokens("k", 60)
+    clock.advance(5)
+    limits.check("k")  # 60 < 100: admitted
+    limits.add_tokens("k", 60)
+    clock.advance(5)
+    with pytest.raises(RateLimitError) as refused:  # 120 >= 100
+        limits.check("k")
+    assert "100 tokens per minute" in refused.value.message
+    assert refused.value.retry_after == 50  # the first 60 tokens leave at t = 60
+    clock.advance(50)  # t = 60: 60 tokens left, 60 remain
+    limits.check("k")
+
+
+def test_a_request_larger_than_the_whole_token_budget_is_admitted_once_then_the_key_waits() -> None:
+    clock = FakeClock()
+    limits = KeyRateLimiter({"k": (None, 100)}, clock=clock)
+    limits.check("k")
+    limits.add_tokens("k", 5000)
+    with pytest.raises(RateLimitError):
+        limits.check("k")
+    clock.advance(60)
+    limits.check("k")
+
+
+def test_both_limits_apply_to_one_key() -> None:
+    clock = FakeClock()
+    limits = KeyRateLimiter({"k": (2, 1000)}, clock=clock)
+    limits.check("k")
+    limits.add_tokens("k", 1)
+    limits.check("k")
+    limits.add_tokens("k", 1)
+    with pytest.raises(RateLimitError) as refused:  # requests, not tokens, are the limit here
+        limits.check("k")
+    assert "2 requests per minute" in refused.value.message
+
+
+def test_retry_after_for_the_token_limit_is_when_enough_tokens_have_left_the_window() -> None:
+    """Retry-After must not send the client back while the key is still over its token budget.
+
+    t=0: a 10-token request; t=10: a 150-token request (budget 100). At t=20 the key is refused.
+    The 150 tokens leave the window at t=70, so the honest Retry-After is 50 s. The limiter
+    computes it from the OLDEST REQUEST (t=0) instead: 40 s, and a client that obeys it is
+    refused again at t=60.
+    """
+    clock = FakeClock(0.0)
+    limits = KeyRateLimiter({"k": (None, 100)}, clock=clock)
+    limits.check("k")
+    limits.add_tokens("k", 10)
+    clock.advance(10)
+    limits.check("k")
+    limits.add_tokens("k", 150)
+    clock.advance(10)  # t = 20
+    with pytest.raises(RateLimitError) as refused:
+        limits.check("k")
+    retry_after = refused.value.retry_after
+    assert retry_after is not None
+    clock.advance(retry_after)  # the client obeys Retry-After ...
+    limits.check("k")  # ... and must now be admitted
+    assert retry_after == 50
+
+
+@given(st.lists(st.tuples(st.floats(0, 30), st.integers(0, 80)), min_size=1, max_size=60))
+@settings(max_examples=200, deadline=None)
+def test_the_token_window_always_equals_the_tokens_of_requests_from_the_last_minute(
+    steps: list[tuple[float, int]],
+) -> None:
+    """Sequential requests (each finishes before the next starts): the window is exact."""
+    clock = FakeClock(0.0)
+    limits = KeyRateLimiter({"k": (None, 10**9)}, clock=clock)
+    history: list[tuple[float, int]] = []
+    for gap, tokens in steps:
+        clock.advance(gap)
+        limits.check("k")
+        limits.add_tokens("k", tokens)
+        history.append((clock.now, tokens))
+        limits.check("k")  # trims; an admitted check adds a zero-token event
+        history.append((clock.now, 0))
+        in_window = sum(t for when, t in history if when > clock.now - KeyRateLimiter.WINDOW_S)
+        assert limits.windows["k"].tokens == in_window
