@@ -47,7 +47,6 @@ from tests.e2e.api_fixtures import (  # noqa: F401  (fixtures are used by name)
     Api,
     api,
     assert_close,
-    assert_openai_error,
     content_ids,
     decode_item,
     demo_reference,
@@ -57,6 +56,7 @@ from tests.e2e.api_fixtures import (  # noqa: F401  (fixtures are used by name)
     tight,
     tiny_reference,
 )
+from tests.support.openai_errors import assert_openai_error
 from tests.support.reference import Reference
 
 pytestmark = pytest.mark.e2e

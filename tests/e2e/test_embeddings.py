@@ -39,6 +39,7 @@ from tests.e2e.conftest import (
     toml_int,
     vectors_of,
 )
+from tests.support.openai_errors import assert_openai_error
 from tests.support.reference import Reference
 from tests.support.stack import model_toml, ports_toml
 
@@ -66,23 +67,6 @@ _WORD_TEXT = (
 )
 WORDS = _WORD_TEXT.split()
 PROBE = "Follow the white rabbit down into the hole."
-
-
-def assert_openai_error(
-    response: httpx.Response, status: int, *, param: str | None = None
-) -> dict[str, Any]:
-    """`status` with OpenAI's error body: exactly {"error": {"message", "type", "param", "code"}}."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
-    assert isinstance(error["message"], str) and error["message"], error
-    assert isinstance(error["type"], str) and error["type"], error
-    if param is not None:
-        assert error["param"] == param, error
-    return dict(error)
 
 
 def text_of_about(tokens: int, rng: random.Random, ref: Reference) -> str:

@@ -32,6 +32,7 @@ import onnx
 import pytest
 
 from tests.support import procs
+from tests.support.openai_errors import assert_openai_error
 from tests.support.reference import Reference
 from tests.support.stack import Stack, model_toml, ports_toml
 
@@ -84,20 +85,6 @@ def say(capsys: pytest.CaptureFixture[str], message: str) -> None:
     """Print past pytest's capture: the numbers this file reports (timings, RSS, recovery)."""
     with capsys.disabled():
         print(f"\n[hardening] {message}", flush=True)
-
-
-def assert_openai_error(response: httpx.Response, status: int, error_type: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, f"expected {status}, got {response.status_code}: {response.text[:500]}"
-    assert response.headers.get("content-type", "").startswith("application/json"), response.headers
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
-    assert isinstance(error["message"], str) and error["message"], error
-    assert isinstance(error["type"], str) and error["type"], error
-    if error_type is not None:
-        assert error["type"] == error_type, error
-    return error  # type: ignore[no-any-return]
 
 
 def assert_retry_after(response: httpx.Response) -> int:
