@@ -83,6 +83,8 @@ def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Pa
         problems = "\n    ".join(exc.problems)
         problem = f"model folder {folder} cannot be served:\n    {problems}"
         raise ConfigError(f"{key}.path", problem, _folder_fix(exc)) from None
+    if spec.quantize == "int8":
+        folder = _quantized(key, folder)
     tasks = _resolve_tasks(key, spec, info)
     default_task = _resolve_default_task(key, spec, tasks)
     instructions = {t: info.task_instructions.get(t, "") for t in tasks} if spec.task_instructions else {}
@@ -108,6 +110,26 @@ def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Pa
         max_batch_size=batching.max_batch_size,
         max_batch_tokens=batching.max_batch_tokens,
     )
+
+
+def quantize_cache_dir() -> Path:
+    """Where int8 models are kept between starts: $EMBED_CACHE_DIR, else ~/.cache/embed-appliance."""
+    root = os.environ.get("EMBED_CACHE_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "embed-appliance" / "quantized"
+
+
+def _quantized(key: str, folder: Path) -> Path:
+    from appliance.compile.quantize import QuantizeError, quantize_model  # onnxruntime.quantization: only when asked
+
+    cache = quantize_cache_dir()
+    try:
+        return quantize_model(folder, cache).resolve()
+    except (QuantizeError, OSError) as exc:
+        raise ConfigError(
+            f"{key}.quantize",
+            f"could not make the int8 model in {cache}: {exc}",
+            "make $EMBED_CACHE_DIR a writable folder with room for the int8 model, or remove `quantize`",
+        ) from None
 
 
 def _folder_fix(exc: ModelFolderError) -> str:

@@ -48,6 +48,9 @@ class ModelSpec(Base, frozen=True):
     task_instructions: bool = True
     max_tokens: PositiveInt | None = None
     dimensions: list[PositiveInt] | None = None
+    # "int8": serve ONNX Runtime's dynamic int8 quantization of the model, made once at compile
+    # time and cached (keyed by the weights' sha256) under $EMBED_CACHE_DIR.
+    quantize: Literal["none", "int8"] = "none"
 
 
 class BatchingSpec(Base, frozen=True):

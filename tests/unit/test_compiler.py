@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import msgspec
+import onnx
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
@@ -600,3 +601,26 @@ def test_sentence_transformer_config_pbtxt_has_no_task_input(
     assert parameters(config)["kind"] == "sentence-transformer"
     assert parameters(config)["output_name"] == "last_hidden_state"
     assert parameters(config)["pad_id"] == "0"
+
+
+def test_quantize_int8_serves_a_cached_int8_twin_of_the_folder_without_touching_the_source(
+    tmp_path: Path, tiny_jina_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMBED_CACHE_DIR", str(tmp_path / "cache"))
+    before = sorted(p.name for p in tiny_jina_dir.iterdir())
+    compiled = compile_text(tmp_path, model_toml(tiny_jina_dir, extra='quantize = "int8"\n'))
+    folder = Path(compiled.gateway.models[0].folder)
+    assert folder.parent == (tmp_path / "cache").resolve()
+    assert folder != tiny_jina_dir.resolve()
+    pbtxt = (tmp_path / "out" / "triton" / "m" / "config.pbtxt").read_text()
+    assert f'string_value: "{folder}"' in pbtxt
+    quantized = onnx.load(str(folder / "model.onnx"))
+    assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for node in quantized.graph.node)
+    assert sorted(p.name for p in tiny_jina_dir.iterdir()) == before
+    again = compile_text(tmp_path, model_toml(tiny_jina_dir, extra='quantize = "int8"\n'))
+    assert again.gateway.models[0].folder == str(folder)
+
+
+def test_quantize_rejects_an_unknown_scheme_naming_the_key(tmp_path: Path, tiny_jina_dir: Path) -> None:
+    error = compile_error(tmp_path, model_toml(tiny_jina_dir, extra='quantize = "int4"\n'))
+    assert error.key == "models[0].quantize"
