@@ -289,3 +289,16 @@ def test_parsed_spec_is_frozen() -> None:
     spec = parse_spec(MODEL)
     with pytest.raises(AttributeError):
         spec.server = ServerSpec(port=1)  # type: ignore[misc]
+
+
+def test_the_shipped_embed_toml_is_valid_and_mentions_every_key_of_the_schema() -> None:
+    from appliance.spec import schema
+
+    repo = Path(__file__).resolve().parents[2]
+    text = (repo / "embed.toml").read_text(encoding="utf-8")
+    parse_spec(text)
+    tables = [schema.ServerSpec, schema.ModelSpec, schema.BatchingSpec, schema.InstancesSpec,
+              schema.LimitsSpec, schema.CacheSpec, schema.ApiKeySpec]
+    undocumented = [f"{t.__name__}.{f.name}" for t in tables for f in msgspec.structs.fields(t)
+                    if f.name not in text]
+    assert not undocumented, f"embed.toml does not document: {undocumented}"
