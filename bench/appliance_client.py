@@ -1,0 +1,204 @@
+"""Closed-loop HTTP clients (httpx), and starting the real appliance for a benchmark.
+
+A closed loop: `concurrency` workers, each sending its next request as soon as the previous
+answer is in, until the request list is used up or the deadline passes (both bounded). Every
+request goes to 127.0.0.1 only. The same client drives the appliance and Infinity (both speak
+OpenAI's embeddings API), so the two are measured the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from appliance.pipeline.packing import pack_by_length, padding_efficiency
+from bench.stats import NoiseMeter, latency_stats
+from bench.workload import Item
+from tests.support.stack import Stack, model_toml, ports_toml
+
+APPLIANCE_MODEL = "bench"
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class Target:
+    """An OpenAI-compatible embeddings endpoint on loopback."""
+
+    name: str
+    base_url: str
+    path: str
+    model: str
+    encoding_format: str = "base64"
+
+    def __post_init__(self) -> None:
+        host = httpx.URL(self.base_url).host
+        if host not in (LOOPBACK, "localhost", "::1"):
+            raise ValueError(f"benchmark traffic goes to loopback only, not {host}")
+
+
+async def closed_loop(target: Target, requests: Sequence[Sequence[Item]], concurrency: int, *,
+                      deadline_s: float, timeout_s: float = 600.0) -> dict[str, object]:
+    """Send `requests` (each a list of inputs) with `concurrency` closed-loop workers."""
+    latencies: list[float] = []
+    tokens = 0
+    inputs = 0
+    errors: list[str] = []
+    next_index = 0
+    stop_at = time.monotonic() + deadline_s
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal next_index, tokens, inputs
+        while next_index < len(requests) and time.monotonic() < stop_at and len(errors) < 5:
+            request = requests[next_index]
+            next_index += 1
+            body = {"model": target.model, "input": [i.text for i in request],
+                    "encoding_format": target.encoding_format}
+            t0 = time.perf_counter()
+            try:
+                response = await client.post(target.path, json=body)
+            except httpx.HTTPError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            elapsed = time.perf_counter() - t0
+            if response.status_code != 200:
+                errors.append(f"HTTP {response.status_code}: {response.text[:300]}")
+                continue
+            count = len(response.json()["data"])
+            if count != len(request):
+                errors.append(f"{count} embeddings for {len(request)} inputs")
+                continue
+            latencies.append(elapsed)
+            tokens += sum(i.tokens for i in request)
+            inputs += len(request)
+
+    meter = NoiseMeter().start()
+    async with httpx.AsyncClient(base_url=target.base_url, timeout=timeout_s, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    done = len(latencies)
+    return {
+        "concurrency": concurrency,
+        "requests": done,
+        "requests_planned": len(requests),
+        "complete": done == len(requests),
+        "wall_s": round(wall, 3),
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / wall, 1) if wall else 0.0,
+        "embeddings_per_s": round(inputs / wall, 2) if wall else 0.0,
+        **latency_stats(latencies),
+        "errors": errors,
+        **meter.stop(),
+    }
+
+
+async def warm_up(target: Target, items: Sequence[Item], *, rounds: int = 3) -> None:
+    async with httpx.AsyncClient(base_url=target.base_url, timeout=600.0) as client:
+        for r in range(rounds):
+            body = {"model": target.model, "input": [i.text for i in items[r::rounds] or items[:1]],
+                    "encoding_format": target.encoding_format}
+            response = await client.post(target.path, json=body)
+            response.raise_for_status()
+
+
+def derived_padding_efficiency(requests: Sequence[Sequence[Item]], max_batch_tokens: int,
+                               max_batch_size: int) -> float:
+    """Real / computed tokens of the appliance's own packer for these requests.
+
+    The gateway cuts each request into length-sorted chunks (`pack_by_length`), and model.py packs
+    each chunk again with the same budget (a chunk already fits: one run). This assumes no two
+    requests share one Triton execute(); when they do, model.py repacks their rows together.
+    """
+    real = 0
+    computed = 0.0
+    for request in requests:
+        lengths = [i.tokens for i in request]
+        runs = pack_by_length(lengths, max_batch_tokens, max_batch_size)
+        efficiency = padding_efficiency(lengths, runs)
+        real += sum(lengths)
+        computed += sum(lengths) / efficiency
+    return round(real / computed, 4) if computed else 1.0
+
+
+@dataclass
+class RunningAppliance:
+    stack: Stack
+    target: Target
+    startup: dict[str, object]
+
+    def stop(self) -> None:
+        """SIGTERM, then (after 120 s: a 2.3 GB model unloads slowly) SIGKILL to the process group."""
+        import subprocess
+
+        try:
+            self.stack.stop(timeout_s=120.0)
+        except subprocess.TimeoutExpired:  # Stack.stop has killed the group by then
+            print("bench: the appliance did not stop within 120 s of SIGTERM; killed", flush=True)
+
+
+_TRITON_TIME = re.compile(r"^[IWE](\d{4}) (\d\d:\d\d:\d\d\.\d+) .*?(loading: (\S+?):\d+|successfully loaded '([^']+)')")
+
+
+def triton_model_load_s(log: str) -> float | None:
+    """From Triton's own log: 'loading: m:1' -> "successfully loaded 'm'" (stub start + initialize)."""
+    begin: datetime | None = None
+    end: datetime | None = None
+    for line in log.splitlines():
+        match = _TRITON_TIME.search(line.strip())
+        if not match:
+            continue
+        stamp = datetime.strptime(f"{match.group(1)} {match.group(2)}", "%m%d %H:%M:%S.%f")
+        if match.group(4) and begin is None:
+            begin = stamp
+        if match.group(5):
+            end = stamp
+    if begin is None or end is None:
+        return None
+    return (end - begin).total_seconds()
+
+
+def start_appliance(model_dir: Path, workdir: Path, *, toml_extra: str = "", ready_deadline_s: float = 300.0,
+                    ort_load_s: float | None = None) -> RunningAppliance:
+    """`appliance serve` on free loopback ports; times `serve` -> first 200 from /ready."""
+    toml = ports_toml() + toml_extra + model_toml(APPLIANCE_MODEL, model_dir, task_instructions=False)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(workdir, toml)
+    started = time.monotonic()
+    stack.start(wait=False)
+    assert stack.process is not None
+    ready_s = None
+    with httpx.Client(timeout=5.0) as client:
+        while time.monotonic() - started < ready_deadline_s:
+            if stack.process.poll() is not None:
+                raise RuntimeError(f"appliance exited with {stack.process.returncode}:\n{stack.log()[-4000:]}")
+            try:
+                if client.get(f"{stack.base_url}/ready").status_code == 200:
+                    ready_s = time.monotonic() - started
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)  # poll interval
+    if ready_s is None:
+        stack.stop()
+        raise TimeoutError(f"appliance not ready after {ready_deadline_s}s:\n{stack.log()[-4000:]}")
+    triton_load = triton_model_load_s(stack.log())
+    startup: dict[str, object] = {
+        "serve_to_ready_s": round(ready_s, 3),
+        "triton_model_load_s": None if triton_load is None else round(triton_load, 3),
+        "ort_session_load_s": None if ort_load_s is None else round(ort_load_s, 3),
+    }
+    # "Model load excluded": the ONNX Runtime session creation for this model file (measured
+    # in-process by the baseline with the same options) is the model load; everything else
+    # (compile, supervisord, tritonserver, the Python stub, the gateway) is the appliance's own.
+    load = ort_load_s if ort_load_s is not None else triton_load
+    startup["excluding_model_load_s"] = None if load is None else round(max(0.0, ready_s - load), 3)
+    target = Target("appliance", stack.base_url, "/v1/embeddings", APPLIANCE_MODEL)
+    return RunningAppliance(stack, target, startup)

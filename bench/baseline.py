@@ -1,0 +1,155 @@
+"""The practical limit: ONNX Runtime called in-process on the same model and the same cores.
+
+No server, no HTTP, no queue: tokenize the texts (the model's own tokenizer), sort ALL of them by
+length, cut them into token-budget batches (rows x longest <= budget), run, masked-mean, L2.
+That is the best batching there is for a workload known in advance. The same total thread
+budget as the appliance: `threads` intra-op threads (default: every core this process may use),
+one inter-op thread.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from bench.stats import NoiseMeter, latency_stats
+from bench.workload import Item, Workload, load_tokenizer
+
+
+def sorted_token_budget_batches(lengths: Sequence[int], budget: int, max_rows: int) -> list[list[int]]:
+    """Longest first; a batch closes when (rows + 1) x its longest row would exceed `budget`."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        if current and ((len(current) + 1) * lengths[current[0]] > budget or len(current) >= max_rows):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def padding_efficiency(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    computed = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return sum(lengths) / computed if computed else 1.0
+
+
+@dataclass
+class BaselineModel:
+    """One ONNX Runtime session, configured like a careful in-process user would."""
+
+    folder: Path
+    threads: int
+    spinning: bool = True  # ORT's default: best for a process that does nothing else
+
+    def __post_init__(self) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
+        started = time.perf_counter()
+        self.session = ort.InferenceSession(str(self.folder / "model.onnx"), options,
+                                            providers=["CPUExecutionProvider"])
+        self.load_seconds = time.perf_counter() - started
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.output = "text_embeds" if "task_id" in self.inputs else (
+            "last_hidden_state" if "last_hidden_state" in {o.name for o in self.session.get_outputs()}
+            else self.session.get_outputs()[0].name)
+        config = json.loads((self.folder / "config.json").read_text())
+        self.pad_id = int(config.get("pad_token_id") or 0)
+        self.task_id = (config.get("lora_adaptations") or ["text-matching"]).index("text-matching") \
+            if "task_id" in self.inputs else None
+        self.tokenizer = load_tokenizer(self.folder)
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
+
+    def run(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
+        """Unit vectors for one batch: pad to its longest row, run, masked mean (fp32), L2."""
+        width = max(len(s) for s in seqs)
+        ids = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)
+        for row, seq in enumerate(seqs):
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if self.task_id is not None:
+            feed["task_id"] = np.array(self.task_id, dtype=np.int64)
+        if "token_type_ids" in self.inputs:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        (hidden,) = self.session.run([self.output], feed)
+        weights = mask.astype(np.float32)[:, :, None]
+        means = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
+        return means / np.linalg.norm(means, axis=1, keepdims=True)
+
+    def embed(self, texts: list[str], budget: int, max_rows: int) -> tuple[np.ndarray, list[list[int]], list[int]]:
+        ids = self.tokenize(texts)
+        lengths = [len(s) for s in ids]
+        batches = sorted_token_budget_batches(lengths, budget, max_rows)
+        out = np.empty((len(ids), 0), dtype=np.float32)
+        for batch in batches:
+            vectors = self.run([ids[i] for i in batch])
+            if out.shape[1] == 0:
+                out = np.empty((len(ids), vectors.shape[1]), dtype=np.float32)
+            out[batch] = vectors
+        return out, batches, lengths
+
+
+def saturated(model: BaselineModel, workload: Workload, budgets: Sequence[int], *, max_rows: int = 64,
+              deadline_s: float = 600.0) -> dict[str, object]:
+    """The whole workload at once, best over the token budgets tried (tokenization included)."""
+    texts = workload.texts
+    model.embed(texts[:4], min(budgets), max_rows)  # warm-up: first-run allocations
+    runs = []
+    started_all = time.monotonic()
+    for budget in budgets:
+        if time.monotonic() - started_all > deadline_s:
+            break
+        meter = NoiseMeter().start()
+        started = time.perf_counter()
+        _, batches, lengths = model.embed(texts, budget, max_rows)
+        seconds = time.perf_counter() - started
+        noise = meter.stop()
+        runs.append({
+            "budget_tokens": budget,
+            "seconds": round(seconds, 3),
+            "tokens_per_s": round(sum(lengths) / seconds, 1),
+            "embeddings_per_s": round(len(lengths) / seconds, 2),
+            "batches": len(batches),
+            "padding_efficiency": round(padding_efficiency(lengths, batches), 4),
+            **noise,
+        })
+    best = max(runs, key=lambda r: float(r["tokens_per_s"]))  # type: ignore[arg-type]
+    return {**best, "tried": runs}
+
+
+def request_latency(model: BaselineModel, requests: Sequence[Sequence[Item]], *, budget: int, max_rows: int = 64,
+                    repeats: int, deadline_s: float) -> dict[str, object]:
+    """Closed loop, one caller: each request embedded on its own (sorted + packed inside it)."""
+    latencies: list[float] = []
+    tokens = 0
+    started = time.monotonic()
+    index = 0
+    while index < repeats and time.monotonic() - started < deadline_s:
+        request = requests[index % len(requests)]
+        t0 = time.perf_counter()
+        model.embed([i.text for i in request], budget, max_rows)
+        latencies.append(time.perf_counter() - t0)
+        tokens += sum(i.tokens for i in request)
+        index += 1
+    busy = sum(latencies)
+    return {
+        "requests": len(latencies),
+        "tokens_per_s": round(tokens / busy, 1) if busy else 0.0,
+        **latency_stats(latencies),
+    }
