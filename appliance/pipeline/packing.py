@@ -5,21 +5,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def pack_by_length(lengths: Sequence[int], max_batch_tokens: int, max_rows: int) -> list[list[int]]:
-    """Group sequence indices into runs whose padded size (rows x longest) fits the budget.
+MIN_RUN_EFFICIENCY = 0.9
 
-    Sorting longest-first means every run is padded only to its own first row,
-    so little is computed on padding. A sequence longer than the budget runs alone.
+
+def pack_by_length(
+    lengths: Sequence[int], max_batch_tokens: int, max_rows: int, *, min_efficiency: float = MIN_RUN_EFFICIENCY
+) -> list[list[int]]:
+    """Group sequence indices into runs that are cheap to compute together.
+
+    Sorted longest-first, so every run is padded only to its own first row. A run is closed when
+    the next row would break the token budget (rows x longest), the row limit, or would make the
+    run's padding efficiency (real / padded tokens) fall below `min_efficiency`: a 2,000-token
+    document is not padded together with short queries (attention makes that padding quadratic).
+    A sequence longer than the budget runs alone.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     runs: list[list[int]] = []
     current: list[int] = []
+    real = 0
     for index in order:
-        longest = lengths[current[0]] if current else lengths[index]
-        if current and ((len(current) + 1) * longest > max_batch_tokens or len(current) >= max_rows):
-            runs.append(current)
-            current = []
+        if current:
+            longest, rows = lengths[current[0]], len(current) + 1
+            if (
+                rows * longest > max_batch_tokens
+                or rows > max_rows
+                or (real + lengths[index]) < min_efficiency * rows * longest
+            ):
+                runs.append(current)
+                current, real = [], 0
         current.append(index)
+        real += lengths[index]
     if current:
         runs.append(current)
     return runs

@@ -58,7 +58,8 @@ class BatchingSpec(Base, frozen=True):
 
     max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
     preferred_batch_sizes: list[PositiveInt] = []
-    max_queue_delay_us: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 2000
+    # 0: no waiting at idle; under load requests queue while the instance is busy and are batched anyway.
+    max_queue_delay_us: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
     max_batch_tokens: Annotated[int, msgspec.Meta(ge=16)] = 16384
 
 

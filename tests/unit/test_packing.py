@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from appliance.pipeline.packing import pack_by_length, padding_efficiency
+from appliance.pipeline.packing import MIN_RUN_EFFICIENCY, pack_by_length, padding_efficiency
 
 # No example database, and Hypothesis' other caches (it collects constants from the source
 # at collection time) go to a temporary folder: the suite writes nothing into the working tree.
@@ -69,14 +69,32 @@ def test_runs_are_longest_first_within_and_across_runs(
 
 @invariants
 @given(lengths_st, budget_st, rows_st)
-def test_a_run_is_closed_only_when_the_next_row_would_not_fit(
+def test_a_run_is_closed_only_when_the_next_row_would_not_fit_or_would_waste_padding(
     lengths: list[int], budget: int, max_rows: int
 ) -> None:
     runs = pack_by_length(lengths, budget, max_rows)
     for run, following in zip(runs, runs[1:], strict=False):
         full = len(run) >= max_rows
         over_budget = (len(run) + 1) * lengths[run[0]] > budget
-        assert full or over_budget, (run, following)
+        real = sum(lengths[i] for i in run) + lengths[following[0]]
+        wasteful = real < MIN_RUN_EFFICIENCY * (len(run) + 1) * lengths[run[0]]
+        assert full or over_budget or wasteful, (run, following)
+
+
+@invariants
+@given(lengths_st, budget_st, rows_st)
+def test_every_run_of_several_rows_keeps_padding_efficiency_at_least_the_minimum(
+    lengths: list[int], budget: int, max_rows: int
+) -> None:
+    for run in pack_by_length(lengths, budget, max_rows):
+        if len(run) > 1:
+            assert padding_efficiency(lengths, [run]) >= MIN_RUN_EFFICIENCY - 1e-9
+
+
+def test_a_long_document_is_not_padded_together_with_short_queries() -> None:
+    runs = pack_by_length([1970, 20, 25, 30, 18], max_batch_tokens=16384, max_rows=64)
+    assert runs[0] == [0]
+    assert padding_efficiency([1970, 20, 25, 30, 18], runs) > 0.8
 
 
 @invariants
