@@ -173,22 +173,12 @@ def start_appliance(model_dir: Path, workdir: Path, *, toml_extra: str = "", rea
     stack = Stack(workdir, toml)
     started = time.monotonic()
     stack.start(wait=False)
-    assert stack.process is not None
-    ready_s = None
-    with httpx.Client(timeout=5.0) as client:
-        while time.monotonic() - started < ready_deadline_s:
-            if stack.process.poll() is not None:
-                raise RuntimeError(f"appliance exited with {stack.process.returncode}:\n{stack.log()[-4000:]}")
-            try:
-                if client.get(f"{stack.base_url}/ready").status_code == 200:
-                    ready_s = time.monotonic() - started
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)  # poll interval
-    if ready_s is None:
+    try:
+        stack.wait_ready(ready_deadline_s)
+    except TimeoutError:
         stack.stop()
-        raise TimeoutError(f"appliance not ready after {ready_deadline_s}s:\n{stack.log()[-4000:]}")
+        raise
+    ready_s = time.monotonic() - started
     triton_load = triton_model_load_s(stack.log())
     startup: dict[str, object] = {
         "serve_to_ready_s": round(ready_s, 3),

@@ -19,10 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from bench.appliance_client import Target
-from tests.support.stack import free_port
+from tests.support.stack import free_port, poll_until_ok
 
 SERVED_NAME = "bench"
 
@@ -106,20 +104,11 @@ def start_infinity(venv: Path, model_dir: Path, workdir: Path, *, ready_deadline
                                    start_new_session=True, cwd=model_dir)
     base_url = f"http://127.0.0.1:{port}"
     running = RunningInfinity(process, Target("infinity", base_url, "/embeddings", SERVED_NAME), {}, log_path)
-    ready_s = None
-    with httpx.Client(timeout=5.0) as client:
-        while time.monotonic() - started < ready_deadline_s:
-            if process.poll() is not None:
-                raise RuntimeError(f"infinity exited with {process.returncode}:\n{running.log()[-4000:]}")
-            try:
-                if client.get(f"{base_url}/health").status_code == 200:
-                    ready_s = time.monotonic() - started
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)  # poll interval
-    if ready_s is None:
+    try:
+        poll_until_ok(process, f"{base_url}/health", ready_deadline_s, running.log, "infinity", interval_s=0.1)
+    except TimeoutError:
         running.stop()
-        raise TimeoutError(f"infinity not ready after {ready_deadline_s}s:\n{running.log()[-4000:]}")
+        raise
+    ready_s = time.monotonic() - started
     running.startup = {"start_to_health_s": round(ready_s, 3)}
     return running

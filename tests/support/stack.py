@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,23 @@ def ports_toml() -> str:
         f"triton_grpc_port = {free_port()}\n"
         f"triton_metrics_port = {free_port()}\n"
     )
+
+
+def poll_until_ok(process: subprocess.Popen[bytes], url: str, deadline_s: float,
+                  log: Callable[[], str], what: str, interval_s: float = 0.05) -> float:
+    """Poll `url` until it answers 200 while `process` lives; return the seconds it took."""
+    start = time.monotonic()
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() - start < deadline_s:
+            if process.poll() is not None:
+                raise RuntimeError(f"{what} exited with {process.returncode}:\n{log()[-4000:]}")
+            try:
+                if client.get(url).status_code == 200:
+                    return time.monotonic() - start
+            except httpx.TransportError:
+                pass
+            time.sleep(interval_s)  # poll interval, not a wait for a condition
+    raise TimeoutError(f"{what} not ready after {deadline_s}s:\n{log()[-4000:]}")
 
 
 @dataclass
@@ -74,17 +92,7 @@ class Stack:
     def wait_ready(self, deadline_s: float = READY_DEADLINE_S) -> float:
         """Poll /ready until 200; return the seconds it took."""
         assert self.process is not None
-        start = time.monotonic()
-        while time.monotonic() - start < deadline_s:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"appliance exited with {self.process.returncode}:\n{self.log()[-4000:]}")
-            try:
-                if httpx.get(f"{self.base_url}/ready", timeout=2).status_code == 200:
-                    return time.monotonic() - start
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)  # poll interval, not a wait for a condition
-        raise TimeoutError(f"appliance not ready after {deadline_s}s:\n{self.log()[-4000:]}")
+        return poll_until_ok(self.process, f"{self.base_url}/ready", deadline_s, self.log, "appliance")
 
     def stop(self, timeout_s: float = 30.0) -> int:
         if self.process is None or self.process.poll() is not None:
