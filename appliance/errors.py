@@ -6,6 +6,18 @@ The gateway maps these (and only these) to responses in exactly one place
 
 from __future__ import annotations
 
+import re
+
+_MSGSPEC_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+
+
+def split_msgspec_error(message: str) -> tuple[str, str | None]:
+    """msgspec's "Expected `int`, got `str` - at `$.a[0].b`" -> ("Expected `int`, got `str`", "a[0].b")."""
+    match = _MSGSPEC_PATH.search(message)
+    if match is None:
+        return message, None
+    return message[: match.start()], match.group("path")
+
 
 class ApplianceError(Exception):
     """Base of every error the appliance raises on purpose."""

@@ -119,7 +119,10 @@ def quantize_cache_dir() -> Path:
 
 
 def _quantized(key: str, folder: Path) -> Path:
-    from appliance.compile.quantize import QuantizeError, quantize_model  # onnxruntime.quantization: only when asked
+    from appliance.compile.quantize import (  # onnxruntime.quantization: only when asked
+        QuantizeError,
+        quantize_model,
+    )
 
     cache = quantize_cache_dir()
     try:

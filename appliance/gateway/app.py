@@ -17,7 +17,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from appliance.compile.settings import GatewaySettings, read_compiled
 from appliance.errors import ApplianceError
 from appliance.gateway.auth import KeyRing
-from appliance.gateway.errors import handle_appliance_error, handle_http_exception, handle_unexpected
+from appliance.gateway.errors import (
+    handle_appliance_error,
+    handle_http_exception,
+    handle_unexpected,
+)
 from appliance.gateway.headers import HeaderLimits
 from appliance.gateway.limits import ConcurrencyLimiter, KeyRateLimiter
 from appliance.gateway.metrics import GatewayMetrics

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-import re
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from appliance.errors import ApplianceError, InvalidRequestError
+from appliance.errors import ApplianceError, InvalidRequestError, split_msgspec_error
 from appliance.gateway.schemas import ErrorBody, ErrorResponse
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
-_PATH_RE = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 
 # Litestar's own HTTP errors (404 route, 405 method, 413 body...) -> OpenAI error types.
 _HTTP_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error",
@@ -33,8 +31,7 @@ def request_error_from_msgspec(exc: msgspec.ValidationError | msgspec.DecodeErro
     text = str(exc)
     if not isinstance(exc, msgspec.ValidationError):  # ValidationError subclasses DecodeError
         return InvalidRequestError(f"the request body is not valid JSON: {text}")
-    match = _PATH_RE.search(text)
-    param = match.group("path") if match else None
+    _, param = split_msgspec_error(text)
     return InvalidRequestError(f"invalid request: {text}", param=param)
 
 

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import msgspec
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    Scope,
+    Send,
+)
 
 from appliance.gateway.schemas import ErrorBody, ErrorResponse
 

@@ -14,7 +14,13 @@ from litestar.types import Scope
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from appliance import __version__
-from appliance.errors import InvalidRequestError, ModelNotFoundError, RateLimitError, RequestTimeoutError, UnsupportedMediaTypeError
+from appliance.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    RateLimitError,
+    RequestTimeoutError,
+    UnsupportedMediaTypeError,
+)
 from appliance.gateway.auth import KeyRing
 from appliance.gateway.errors import request_error_from_msgspec
 from appliance.gateway.inputs import normalize_input

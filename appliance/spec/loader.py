@@ -13,10 +13,9 @@ from typing import Any
 
 import msgspec
 
-from appliance.errors import ConfigError
+from appliance.errors import ConfigError, split_msgspec_error
 from appliance.spec.schema import ApiKeySpec, Base, EmbedSpec
 
-_PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
 _MISSING_RE = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
 
@@ -45,9 +44,8 @@ def parse_spec(text: str, *, source: str = "embed.toml") -> EmbedSpec:
 
 
 def _config_error(message: str) -> ConfigError:
-    match = _PATH_RE.search(message)
-    where = _toml_key(match.group("path")) if match else ""
-    detail = message[: match.start()] if match else message
+    detail, path = split_msgspec_error(message)
+    where = path or ""
     if unknown := _UNKNOWN_RE.match(detail):
         key = _join(where, unknown.group("field"))
         valid = ", ".join(_fields_at(where))
@@ -56,11 +54,6 @@ def _config_error(message: str) -> ConfigError:
         key = _join(where, missing.group("field"))
         return ConfigError(key, "required key is missing", "add it (see the comments in the shipped embed.toml)")
     return ConfigError(where or "(top level)", detail, "set a value of the expected type and range")
-
-
-def _toml_key(json_path: str) -> str:
-    """`$.models[0].name` -> `models[0].name`."""
-    return json_path.lstrip(".")
 
 
 def _join(parent: str, child: str) -> str:
