@@ -34,6 +34,7 @@ import onnxruntime
 
 from appliance.compile.compiler import available_cpus
 from appliance.compile.quantize import quantize_model
+from appliance.spec.schema import BatchingSpec
 from bench import appliance_client as ac
 from bench import infinity as inf
 from bench.baseline import BaselineModel, request_latency, saturated
@@ -49,8 +50,11 @@ TARGETS = {
     "saturated_vs_infinity": 1.5,  # >=
     "startup_excluding_model_load_s": 10.0,  # <
 }
-# Appliance batching used for the run (the product's defaults, stated so the JSON says what ran).
-BATCHING = {"max_batch_size": 64, "max_queue_delay_us": 2000, "max_batch_tokens": 16384}
+# Appliance batching for the run: the product's own defaults (embed.toml's [batching] with nothing
+# set), written out so the JSON says what ran; --queue-delay-us / --max-batch-tokens override.
+_DEFAULTS = BatchingSpec()
+BATCHING = {"max_batch_size": _DEFAULTS.max_batch_size, "max_queue_delay_us": _DEFAULTS.max_queue_delay_us,
+            "max_batch_tokens": _DEFAULTS.max_batch_tokens}
 
 
 def asset_dirs() -> list[Path]:
@@ -172,14 +176,15 @@ class Bench:
         sat = best_of(runs)
         sat["noise"] = meter.stop()
         self.log(f"baseline: saturated {sat['tokens_per_s']} tok/s (budget {sat['budget_tokens']}, "
-                 f"padding {sat['padding_efficiency']})")
-        budget = int(sat["budget_tokens"])  # the best budget on this workload, for every request below
-        idle = request_latency(model, short_requests(workload, a.idle_calls), budget=budget,
+                 f"min fill {sat['min_fill']}, padding {sat['padding_efficiency']})")
+        budget = int(sat["budget_tokens"])  # the best packing on this workload, for every request below
+        fill = float(sat["min_fill"])
+        idle = request_latency(model, short_requests(workload, a.idle_calls), budget=budget, min_fill=fill,
                                repeats=a.idle_calls, deadline_s=a.deadline)
         by_size = {}
         for size in self.latency_sizes:
             by_size[str(size)] = request_latency(model, requests_of(workload, size, a.latency_calls), budget=budget,
-                                                 repeats=a.latency_calls, deadline_s=a.deadline)
+                                                 min_fill=fill, repeats=a.latency_calls, deadline_s=a.deadline)
         self.log(f"baseline: idle single short query p50 {idle['p50_ms']} ms")
         result = {
             "threads": self.threads,
@@ -439,8 +444,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--deadline", type=float, default=None, help="seconds per measured loop (default 300, quick 60)")
     p.add_argument("--threads", type=int, default=0, help="baseline ORT threads (default: all available cores)")
     p.add_argument("--appliance-threads", type=int, default=0, help="[instances] threads (0 = auto)")
-    p.add_argument("--queue-delay-us", type=int, default=None, help="[batching] max_queue_delay_us (default 2000)")
-    p.add_argument("--max-batch-tokens", type=int, default=None, help="[batching] max_batch_tokens (default 16384)")
+    p.add_argument("--queue-delay-us", type=int, default=None, help="[batching] max_queue_delay_us (product default)")
+    p.add_argument("--max-batch-tokens", type=int, default=None, help="[batching] max_batch_tokens (product default)")
     p.add_argument("--bench-venv", default=None, help="venv made by bench/setup-infinity.sh")
     p.add_argument("--quantize-cache", default=str(Path.home() / ".cache" / "embed-appliance" / "quantized"))
     p.add_argument("--out", default=str(REPO / "bench" / "results"))

@@ -72,7 +72,7 @@ def check_result(result: dict[str, Any], *, infinity: bool) -> dict[str, Any]:
     base = entry["baseline"]
     assert {"threads", "ort_session_load_s", "saturated", "padding_efficiency", "idle_single",
             "latency_by_size"} <= set(base)
-    assert {"tokens_per_s", "embeddings_per_s", "padding_efficiency", "budget_tokens", "tried"} <= set(base["saturated"])
+    assert {"tokens_per_s", "embeddings_per_s", "padding_efficiency", "budget_tokens", "min_fill", "tried"} <= set(base["saturated"])
     assert 0 < base["padding_efficiency"] <= 1
     assert LATENCY <= set(base["idle_single"])
     assert set(base["latency_by_size"]) == {"1", "8"}
