@@ -49,8 +49,11 @@ _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
 _encoder = msgspec.json.Encoder()
 
 
-def require_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: a valid Bearer key (when keys are configured); its NAME goes to logs and metrics."""
+async def require_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: a valid Bearer key (when keys are configured); its NAME goes to logs and metrics.
+
+    Async on purpose: Litestar runs a sync guard in a worker thread (a thread hop per request).
+    """
     keyring: KeyRing = connection.app.state.keyring
     name = keyring.check(connection.headers.get("authorization"))
     log_fields(connection.scope)["key"] = name or "-"

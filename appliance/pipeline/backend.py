@@ -17,6 +17,9 @@ from appliance.errors import ApplianceError, BackendUnavailableError, RateLimitE
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
 READY_TIMEOUT_S = 2.0
+# aiohttp offers "gzip, deflate" by default and Triton then compresses every response:
+# CPU on both sides of a loopback hop for incompressible float32 vectors.
+IDENTITY = {"Accept-Encoding": "identity"}
 
 
 class EmbeddingBackend(Protocol):
@@ -51,7 +54,7 @@ class TritonBackend:
             inputs.append(_tensor(SPANS, spans.reshape(1, -1)))
         outputs = [triton_http.InferRequestedOutput(n, binary_data=True) for n in (EMBEDDING, NORM)]
         try:
-            result = await self.client.infer(model, inputs, outputs=outputs)
+            result = await self.client.infer(model, inputs, outputs=outputs, headers=IDENTITY)
         except InferenceServerException as exc:
             raise backend_error(exc) from exc
         except (aiohttp.ClientError, OSError) as exc:  # Triton is down, restarting or timed out

@@ -22,6 +22,13 @@ from appliance.pipeline.tokenize import TextEncoder
 from appliance.spec.schema import LimitsSpec
 
 Inputs = list[str] | list[list[int]]
+# Requests up to this many characters (or token ids) are tokenized on the event loop (tens of
+# microseconds); larger ones go to a worker thread so they never stall other requests.
+INLINE_TOKENIZE_CHARS = 2048
+
+
+def _chars(inputs: Inputs) -> int:
+    return sum(len(item) for item in inputs)
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,10 @@ class ModelPipeline:
             tokens = len(ids)
             chunks: tuple[tuple[int, float], ...] = ((1, 1.0),)
         else:
-            token_ids = await asyncio.to_thread(self._tokenize, job, task)
+            if _chars(job.inputs) <= INLINE_TOKENIZE_CHARS:
+                token_ids = self._tokenize(job, task)  # microseconds: cheaper than a thread hop
+            else:
+                token_ids = await asyncio.to_thread(self._tokenize, job, task)
             tokenized = time.perf_counter()
             tokens = sum(len(s) for s in token_ids)
             self._check_request_tokens(tokens)

@@ -40,6 +40,8 @@ def main() -> None:
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
+        loop="uvloop",  # libuv event loop and the C HTTP parser: ~1 ms less per request than asyncio + h11
+        http="httptools",
         timeout_graceful_shutdown=30,
     )
 

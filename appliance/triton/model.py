@@ -43,25 +43,38 @@ class TritonPythonModel:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Spinning threads burn the cores other instances and the gateway need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Workers spin inside a run (a short query is ~1.5 ms faster than with blocking
+        # waits) but stop the moment the run returns, so idle instances burn no core that
+        # another instance or the gateway needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         model_path = f"{params['model_dir']}/model.onnx"
         self.session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.metric_families, self.counters = _counters(config["name"])
+        self.pending = dict.fromkeys(self.counters, 0)  # counted in this execute, sent after the responses
 
-    def execute(self, requests: list[Any]) -> list[Any]:
+    def execute(self, requests: list[Any]) -> None:
+        """Answer every request through its response sender, then update the counters.
+
+        Counters are an IPC round trip each (~0.1 ms); sending first keeps them off the
+        client's latency.
+        """
         try:
             outputs = self._embed([self._read(r) for r in requests])
         except Exception as exc:  # one response per request, the error inside it
             error = pb_utils.TritonError(f"inference failed: {type(exc).__name__}: {exc}")
-            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
-        return [
-            pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor("EMBEDDING", unit), pb_utils.Tensor("NORM", norm)]
-            )
-            for unit, norm in outputs
-        ]
+            responses = [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        else:
+            responses = [
+                pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor("EMBEDDING", unit), pb_utils.Tensor("NORM", norm)]
+                )
+                for unit, norm in outputs
+            ]
+        for request, response in zip(requests, responses):
+            request.get_response_sender().send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        self._flush_counters()
 
     def _read(self, request: Any) -> Request:
         ids = pb_utils.get_input_tensor_by_name(request, "INPUT_IDS").as_numpy()
@@ -114,8 +127,14 @@ class TritonPythonModel:
             feed["token_type_ids"] = np.zeros_like(ids)
         (hidden,) = self.session.run([self.output_name], feed)  # by NAME: output 1 is a decoy
         for name, value in (("runs", 1), ("rows", len(sequences)), ("real", int(mask.sum())), ("computed", mask.size)):
-            self.counters[name].increment(value)
+            self.pending[name] += value
         return hidden, mask
+
+    def _flush_counters(self) -> None:
+        for name, value in self.pending.items():
+            if value:
+                self.counters[name].increment(value)
+        self.pending = dict.fromkeys(self.counters, 0)
 
     def finalize(self) -> None:
         self.counters = {}  # metrics before their families
