@@ -169,7 +169,9 @@ class Bench:
     def run_baseline(self, folder: Path, workload: Workload) -> dict[str, Any]:
         a = self.args
         self.log(f"baseline: ONNX Runtime in-process, {self.threads} threads, {folder}")
-        model = BaselineModel(folder, self.threads)
+        model = BaselineModel(folder, self.threads, raw_graph=a.raw_graph)
+        self.log(f"baseline: {model.guards_dropped} softmax NaN guards dropped "
+                 f"({'raw graph, --raw-graph' if a.raw_graph else 'the graph the appliance serves'})")
         budgets = [int(x) for x in a.baseline_budgets.split(",")]
         meter = NoiseMeter().start()
         runs = [saturated(model, workload, budgets, deadline_s=a.deadline) for _ in range(a.repeats)]
@@ -189,6 +191,8 @@ class Bench:
         result = {
             "threads": self.threads,
             "intra_op_spinning": model.spinning,
+            "raw_graph": a.raw_graph,
+            "softmax_nan_guards_dropped": model.guards_dropped,
             "ort_session_load_s": round(model.load_seconds, 3),
             "saturated": sat,
             "padding_efficiency": sat["padding_efficiency"],
@@ -442,6 +446,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=1, help="repeat each throughput point, keep the best")
     p.add_argument("--baseline-budgets", default=None, help="token budgets the baseline tries (keeps the best)")
     p.add_argument("--deadline", type=float, default=None, help="seconds per measured loop (default 300, quick 60)")
+    p.add_argument("--raw-graph", action="store_true",
+                   help="baseline runs the graph as exported (default: as served, NaN guards dropped)")
     p.add_argument("--threads", type=int, default=0, help="baseline ORT threads (default: all available cores)")
     p.add_argument("--appliance-threads", type=int, default=0, help="[instances] threads (0 = auto)")
     p.add_argument("--queue-delay-us", type=int, default=None, help="[batching] max_queue_delay_us (product default)")

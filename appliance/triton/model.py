@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from appliance.models.graph import open_session
 from appliance.pipeline.packing import pack_by_length
 from appliance.pipeline.pooling import l2_normalize, masked_mean, span_means
 
@@ -48,8 +50,10 @@ class TritonPythonModel:
         # another instance or the gateway needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.add_session_config_entry("session.force_spinning_stop", "1")
-        model_path = f"{params['model_dir']}/model.onnx"
-        self.session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+        model_path = Path(params["model_dir"]) / "model.onnx"
+        self.session, guards = open_session(model_path, options)
+        if guards:
+            pb_utils.Logger.log_info(f"{model_path}: {guards} softmax NaN guards dropped (see appliance/models/graph.py)")
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.metric_families, self.counters = _counters(config["name"])
         self.pending = dict.fromkeys(self.counters, 0)  # counted in this execute, sent after the responses
