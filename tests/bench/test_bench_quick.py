@@ -46,6 +46,8 @@ def run_quick(tmp_path: Path, *args: str) -> dict[str, Any]:
 def check_server(section: dict[str, Any], sizes: set[int]) -> None:
     assert LOOP <= set(section["idle_single"]), section["idle_single"]
     assert section["idle_single"]["requests"] > 0 and not section["idle_single"]["errors"]
+    lean = section["idle_single_lean_client"]
+    assert lean["requests"] > 0 and not lean["errors"] and lean["p50_ms"] > 0, lean
     grid = section["grid"]
     assert {g["request_size"] for g in grid} == sizes
     for point in grid:
@@ -87,7 +89,8 @@ def check_result(result: dict[str, Any], *, infinity: bool) -> dict[str, Any]:
     assert set(padding["by_request_size"]) == {"1", "8"}
 
     ratios = entry["ratios"]
-    assert {"appliance_over_baseline", "appliance_over_infinity", "added_idle_latency_ms"} <= set(ratios)
+    assert {"appliance_over_baseline", "appliance_over_infinity", "added_idle_latency_ms",
+            "added_idle_latency_httpx_ms"} <= set(ratios)
     assert ratios["appliance_over_baseline"] is not None
     assert set(entry["targets"]) == TARGETS
     for target in entry["targets"].values():
