@@ -53,7 +53,7 @@ class TritonPythonModel:
         model_path = Path(params["model_dir"]) / "model.onnx"
         self.session, guards = open_session(model_path, options)
         if guards:
-            pb_utils.Logger.log_info(f"{model_path}: {guards} softmax NaN guards dropped (see appliance/models/graph.py)")
+            pb_utils.Logger.log_info(f"{model_path}: {guards} softmax NaN guards dropped (appliance/models/graph.py)")
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.metric_families, self.counters = _counters(config["name"])
         self.pending = dict.fromkeys(self.counters, 0)  # counted in this execute, sent after the responses
