@@ -96,6 +96,7 @@ def create_app(settings: GatewaySettings, backend: EmbeddingBackend | None = Non
         },
         request_max_body_size=settings.limits.max_body_bytes,
         openapi_config=None,
+        logging_config=None,  # keep configure_logging()'s handlers: Litestar's default replaces the root handler
     )
 
 
