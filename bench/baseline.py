@@ -20,31 +20,9 @@ import numpy as np
 import onnxruntime as ort
 
 from appliance.models.graph import open_session
-from appliance.pipeline.packing import padding_efficiency
+from appliance.pipeline.packing import pack_by_length, pad_rows, padding_efficiency
 from bench.stats import NoiseMeter, latency_stats
 from bench.workload import Item, Workload, load_tokenizer
-
-
-def sorted_token_budget_batches(lengths: Sequence[int], budget: int, max_rows: int, *, min_fill: float = 0.0,
-                                slack: int = 8) -> list[list[int]]:
-    """Longest first; a batch closes when (rows + 1) x its longest row would exceed `budget`.
-
-    With `min_fill` > 0 it is also padding-aware: a row shorter than `min_fill` x the batch's
-    longest (and more than `slack` tokens shorter) starts a new batch.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for index in order:
-        longest = lengths[current[0]] if current else lengths[index]
-        ragged = lengths[index] < min_fill * longest and longest - lengths[index] > slack
-        if current and ((len(current) + 1) * longest > budget or len(current) >= max_rows or ragged):
-            batches.append(current)
-            current = []
-        current.append(index)
-    if current:
-        batches.append(current)
-    return batches
 
 
 @dataclass
@@ -88,12 +66,7 @@ class BaselineModel:
 
     def run(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
         """Unit vectors for one batch: pad to its longest row, run, masked mean (fp32), L2."""
-        width = max(len(s) for s in seqs)
-        ids = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(seqs), width), dtype=np.int64)
-        for row, seq in enumerate(seqs):
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
+        ids, mask = pad_rows(seqs, self.pad_id)
         feed = {"input_ids": ids, "attention_mask": mask}
         if self.task_id is not None:
             feed["task_id"] = np.array(self.task_id, dtype=np.int64)
@@ -108,7 +81,7 @@ class BaselineModel:
               min_fill: float = 0.0) -> tuple[np.ndarray, list[list[int]], list[int]]:
         ids = self.tokenize(texts)
         lengths = [len(s) for s in ids]
-        batches = sorted_token_budget_batches(lengths, budget, max_rows, min_fill=min_fill)
+        batches = pack_by_length(lengths, budget, max_rows, min_fill=min_fill)
         out = np.empty((len(ids), 0), dtype=np.float32)
         for batch in batches:
             vectors = self.run([ids[i] for i in batch])

@@ -16,7 +16,7 @@ import numpy as np
 from appliance.compile.settings import CompiledModel
 from appliance.errors import InvalidRequestError
 from appliance.pipeline.backend import F32, EmbeddingBackend
-from appliance.pipeline.packing import pack_by_length, padding_efficiency
+from appliance.pipeline.packing import pack_by_length, pad_rows, padding_efficiency
 from appliance.pipeline.pooling import truncate_and_normalize
 from appliance.pipeline.tokenize import TextEncoder
 from appliance.spec.schema import LimitsSpec
@@ -168,10 +168,7 @@ class ModelPipeline:
         return unit, norms, stats
 
     async def _infer_chunk(self, seqs: list[list[int]], task_id: int | None) -> tuple[F32, F32]:
-        width = max(len(s) for s in seqs)
-        block = np.full((len(seqs), width), self.model.pad_id, dtype=np.int64)
-        for row, seq in enumerate(seqs):
-            block[row, : len(seq)] = seq
+        block, _ = pad_rows(seqs, self.model.pad_id)  # Triton gets LENGTHS, not the mask
         lengths = np.array([len(s) for s in seqs], dtype=np.int64)
         return await self.backend.embed(self.model.name, block, lengths, task_id)
 

@@ -22,7 +22,7 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 from appliance.models.graph import open_session
-from appliance.pipeline.packing import pack_by_length
+from appliance.pipeline.packing import pack_by_length, pad_rows
 from appliance.pipeline.pooling import l2_normalize, masked_mean, span_means
 
 # (request index, row index, token ids without padding, late-chunking spans or None)
@@ -118,12 +118,7 @@ class TritonPythonModel:
         ]
 
     def _run(self, sequences: list[Array], task_id: int) -> tuple[Array, Array]:
-        width = max(len(s) for s in sequences)
-        ids = np.full((len(sequences), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(sequences), width), dtype=np.int64)
-        for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
+        ids, mask = pad_rows(sequences, self.pad_id)
         feed = {"input_ids": ids, "attention_mask": mask}
         if "task_id" in self.input_names:
             feed["task_id"] = np.array(task_id, dtype=np.int64)  # 0-d: one task per run

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from appliance.pipeline.packing import MIN_ROW_FILL, ROW_SLACK, pack_by_length, padding_efficiency
+from appliance.pipeline.packing import MIN_ROW_FILL, ROW_SLACK, pack_by_length, pad_rows, padding_efficiency
 
 # No example database, and Hypothesis' other caches (it collects constants from the source
 # at collection time) go to a temporary folder: the suite writes nothing into the working tree.
@@ -139,3 +139,17 @@ def test_sorted_packing_wastes_far_less_than_arrival_order_batches_of_eight() ->
     assert sorted_efficiency >= 0.9
     assert arrival_efficiency < 0.7
     assert sorted_efficiency - arrival_efficiency > 0.25
+
+
+def test_min_fill_zero_packs_by_budget_and_rows_only() -> None:
+    """The benchmark's plain baseline: a document and short queries share a run while the budget allows."""
+    assert pack_by_length([1970, 20, 25, 30, 18], max_batch_tokens=16384, max_rows=64, min_fill=0.0) == [
+        [0, 3, 2, 1, 4]
+    ]
+    assert pack_by_length([1970, 20, 25], max_batch_tokens=16384, max_rows=2, min_fill=0.0) == [[0, 2], [1]]
+
+
+def test_pad_rows_pads_right_and_masks_the_real_tokens() -> None:
+    ids, mask = pad_rows([[5, 6, 7], [8]], pad_id=1)
+    assert ids.tolist() == [[5, 6, 7], [8, 1, 1]] and ids.dtype.name == "int64"
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]] and mask.dtype.name == "int64"
