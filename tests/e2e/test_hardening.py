@@ -190,6 +190,16 @@ def stop_checked(stack: Stack, *, leftovers_ok: bool = False) -> None:
     assert leftovers_ok or not left, f"still running after the appliance exited: {[p.command for p in left]}"
 
 
+def running_stack(workdir: Path, toml: str, *, env: dict[str, str] | None = None,
+                  leftovers_ok: bool = False) -> Iterator[Running]:
+    """A module fixture's body: start the stack, hand it out, stop it and check what it left."""
+    stack = Stack(workdir, toml, env=env or {}).start()
+    try:
+        yield Running(stack)
+    finally:
+        stop_checked(stack, leftovers_ok=leftovers_ok)
+
+
 @pytest.fixture(scope="module")
 def expected(tiny_jina_dir: Path) -> Expected:
     return Expected(Reference(tiny_jina_dir))
@@ -274,11 +284,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, tiny_jina_dir: Path) -> It
         + guarded_auth_toml()
         + model_toml(TINY, tiny_jina_dir)
     )
-    stack = Stack(tmp_path_factory.mktemp("guarded"), toml, env={ENV_VAR: ENV_KEY}).start()
-    try:
-        yield Running(stack)
-    finally:
-        stop_checked(stack)
+    yield from running_stack(tmp_path_factory.mktemp("guarded"), toml, env={ENV_VAR: ENV_KEY})
 
 
 def test_overload_beyond_the_concurrency_bound_is_refused_with_429_and_every_accepted_answer_is_correct(
@@ -646,11 +652,7 @@ def test_triton_refusals_from_its_queue_policy_become_429_when_full_and_503_on_q
 def hasty(tmp_path_factory: pytest.TempPathFactory, tiny_jina_dir: Path) -> Iterator[Running]:
     """A stack whose requests must be answered within 50 ms."""
     toml = server_section() + limits_section(request_timeout_s=0.05) + model_toml(TINY, tiny_jina_dir)
-    stack = Stack(tmp_path_factory.mktemp("hasty"), toml).start()
-    try:
-        yield Running(stack)
-    finally:
-        stop_checked(stack)
+    yield from running_stack(tmp_path_factory.mktemp("hasty"), toml)
 
 
 def test_a_request_over_request_timeout_s_ends_in_a_fast_504_never_a_hang(
@@ -680,12 +682,8 @@ def test_a_request_over_request_timeout_s_ends_in_a_fast_504_never_a_hang(
 def crashable(tmp_path_factory: pytest.TempPathFactory, tiny_jina_dir: Path) -> Iterator[Running]:
     """Open API, text logs, 10 s request timeout; its tritonserver and gateway get killed."""
     toml = server_section() + limits_section(request_timeout_s=10) + model_toml(TINY, tiny_jina_dir)
-    stack = Stack(tmp_path_factory.mktemp("crashable"), toml).start()
-    try:
-        yield Running(stack)
-    finally:
-        # Orphans of the killed tritonserver are asserted on by the crash test; here they are only reaped.
-        stop_checked(stack, leftovers_ok=True)
+    # Orphans of the killed tritonserver are asserted on by the crash test; here they are only reaped.
+    yield from running_stack(tmp_path_factory.mktemp("crashable"), toml, leftovers_ok=True)
 
 
 def test_text_request_logs_have_one_line_per_request_with_id_model_task_inputs_tokens_status_latency(

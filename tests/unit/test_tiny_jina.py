@@ -14,6 +14,7 @@ import onnxruntime as ort
 import pytest
 from tokenizers import Tokenizer
 
+from appliance.pipeline.packing import pad_rows
 from appliance.testmodels.tiny_jina import LORA_ADAPTATIONS, OUTPUT_FILES, build_tiny_jina, main
 
 Array = npt.NDArray[Any]
@@ -77,17 +78,6 @@ def _encode(tokenizer: Tokenizer, text: str) -> Array:
 def _dims(tensor_type: onnx.TypeProto.Tensor) -> list[str | int]:
     """Symbolic or fixed size of every axis of a graph input/output."""
     return [d.dim_param or d.dim_value for d in tensor_type.shape.dim]
-
-
-def _right_padded_batch(rows: list[list[int]]) -> tuple[Array, Array]:
-    """Right-pad rows with the pad id and mask 0."""
-    width = max(len(row) for row in rows)
-    ids = np.full((len(rows), width), PAD_ID, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask
 
 
 def test_build_writes_exactly_the_six_jina_files(model_dir: Path) -> None:
@@ -197,7 +187,7 @@ def test_padding_on_the_right_does_not_change_real_positions(
 ) -> None:
     texts = ["Hello world", "The quick brown fox jumps over the lazy dog, again and again."]
     rows = [tokenizer.encode(t).ids for t in texts]
-    ids, mask = _right_padded_batch(rows)
+    ids, mask = pad_rows(rows, PAD_ID)
     padded, _ = _run(session, ids, mask, task)
     for i, row in enumerate(rows):
         alone, _ = _run(session, np.array([row]), np.ones((1, len(row))), task)
