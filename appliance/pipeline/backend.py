@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Protocol, cast
+from urllib.parse import quote
 
-import aiohttp
 import numpy as np
 import numpy.typing as npt
-import tritonclient.http.aio as triton_http
-from tritonclient.utils import InferenceServerException
 
 from appliance.compile.pbtxt import EMBEDDING, INPUT_IDS, LENGTHS, NORM, SPANS, TASK_ID
 from appliance.errors import ApplianceError, BackendUnavailableError, RateLimitError
+from appliance.pipeline.triton_http import TritonError, TritonHTTP
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
 READY_TIMEOUT_S = 2.0
-# aiohttp offers "gzip, deflate" by default and Triton then compresses every response:
-# CPU on both sides of a loopback hop for incompressible float32 vectors.
-IDENTITY = {"Accept-Encoding": "identity"}
+OUTPUTS = (EMBEDDING, NORM)
 
 
 class EmbeddingBackend(Protocol):
@@ -39,37 +36,40 @@ class EmbeddingBackend(Protocol):
 
 
 class TritonBackend:
-    """Calls Triton over HTTP with binary tensors (tritonclient's asyncio client)."""
+    """Calls Triton over HTTP with binary tensors (`TritonHTTP`, pooled keep-alive connections).
 
-    def __init__(self, url: str, *, timeout_s: float = 300.0) -> None:
-        self.client = triton_http.InferenceServerClient(url, conn_timeout=timeout_s)
+    The call has no deadline of its own: the gateway's `request_timeout_s` cancels it, and a
+    cancelled call's connection is closed, never reused.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.client = TritonHTTP(url)
 
     async def embed(
         self, model: str, ids: I64, lengths: I64, task_id: int | None, *, spans: I64 | None = None
     ) -> tuple[F32, F32]:
-        inputs = [_tensor(INPUT_IDS, ids), _tensor(LENGTHS, lengths.reshape(-1, 1))]
+        inputs = [(INPUT_IDS, ids), (LENGTHS, lengths.reshape(-1, 1))]
         if task_id is not None:
-            inputs.append(_tensor(TASK_ID, np.full((ids.shape[0], 1), task_id, dtype=np.int64)))
+            inputs.append((TASK_ID, np.full((ids.shape[0], 1), task_id, dtype=np.int64)))
         if spans is not None:
-            inputs.append(_tensor(SPANS, spans.reshape(1, -1)))
-        outputs = [triton_http.InferRequestedOutput(n, binary_data=True) for n in (EMBEDDING, NORM)]
+            inputs.append((SPANS, spans.reshape(1, -1)))
         try:
-            result = await self.client.infer(model, inputs, outputs=outputs, headers=IDENTITY)
-        except InferenceServerException as exc:
-            raise backend_error(exc) from exc
-        except (aiohttp.ClientError, OSError) as exc:  # Triton is down, restarting or timed out
+            result = await self.client.infer(model, inputs, OUTPUTS)
+        except TritonError as exc:
+            raise backend_error(exc.message) from exc
+        except OSError as exc:  # Triton is down or restarting (refused, reset, closed mid-answer)
             raise BackendUnavailableError("the inference server is not reachable; retry shortly") from exc
-        return result.as_numpy(EMBEDDING), result.as_numpy(NORM)
+        return cast(F32, result[EMBEDDING]), cast(F32, result[NORM])
 
     async def ready(self, models: list[str]) -> bool:
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
-                if not await self.client.is_server_ready():
+                if not await self.client.ok("/v2/health/ready"):
                     return False
                 for name in models:
-                    if not await self.client.is_model_ready(name):
+                    if not await self.client.ok(f"/v2/models/{quote(name, safe='')}/ready"):
                         return False
-        except (InferenceServerException, aiohttp.ClientError, OSError):
+        except OSError:  # includes the timeout
             return False
         return True
 
@@ -77,15 +77,8 @@ class TritonBackend:
         await self.client.close()
 
 
-def _tensor(name: str, array: I64) -> triton_http.InferInput:
-    tensor = triton_http.InferInput(name, list(array.shape), "INT64")
-    tensor.set_data_from_numpy(array, binary_data=True)
-    return tensor
-
-
-def backend_error(exc: InferenceServerException) -> ApplianceError | RuntimeError:
+def backend_error(message: str) -> ApplianceError | RuntimeError:
     """Triton's refusals -> what the client should do: back off (429) or retry later (503)."""
-    message = exc.message() or ""
     if "maximum queue size" in message:
         return RateLimitError("the inference queue is full; retry shortly", code="overloaded")
     if "timeout" in message.lower():

@@ -637,9 +637,14 @@ def test_triton_refusals_from_its_queue_policy_become_429_when_full_and_503_on_q
     say(capsys, f"Triton queue policy (2 deep, 500 ms) behind an ~8000-token request: burst of 6 -> {dict(statuses)}")
     assert blocked.status_code == 200, blocked.text
     expected.check(blocked.json(), blocker)
-    assert set(statuses) <= {429, 503}, statuses
+    # Triton's batcher may already have taken the first queued request into the next batch (then
+    # it waits for the instance, out of the queue's timeout): at most one such request is answered.
+    assert set(statuses) <= {200, 429, 503} and statuses[200] <= 1, statuses
     assert statuses[429] >= 1 and statuses[503] >= 1, statuses
-    for response in answers:
+    for text, response in zip([f"queued {i}" for i in range(6)], answers):
+        if response.status_code == 200:
+            expected.check(response.json(), [text])
+            continue
         error = assert_openai_error(response, response.status_code)
         assert error["type"] == ("rate_limit_error" if response.status_code == 429 else "service_unavailable")
         assert_retry_after(response)
