@@ -50,8 +50,12 @@ def model_config_dict(
     policy: dict[str, Any] = {"timeout_action": "REJECT"}
     if limits.triton_max_queue_size:
         policy["max_queue_size"] = limits.triton_max_queue_size
+    # Nothing waits in Triton's queue longer than the gateway waits for its answer: past
+    # request_timeout_s the client has its 504, and running the work would only delay others.
+    timeouts_us = [round(limits.request_timeout_s * 1_000_000)]
     if limits.triton_queue_timeout_ms:
-        policy["default_timeout_microseconds"] = limits.triton_queue_timeout_ms * 1000
+        timeouts_us.append(limits.triton_queue_timeout_ms * 1000)
+    policy["default_timeout_microseconds"] = min(timeouts_us)
     dynamic["default_queue_policy"] = policy
     if batching.preferred_batch_sizes:
         dynamic["preferred_batch_size"] = list(batching.preferred_batch_sizes)

@@ -108,7 +108,8 @@ class LimitsSpec(Base, frozen=True):
     # A request not answered within this time ends in 504 (never a hang).
     request_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
     # Triton's queue policy: at most this many queued requests per model (then 429), each
-    # rejected after queue_timeout_ms in the queue (then 503). 0 = unbounded / no timeout.
+    # rejected after queue_timeout_ms in the queue (then 503); never longer than request_timeout_s.
+    # 0 = unbounded / only request_timeout_s.
     triton_max_queue_size: Annotated[int, msgspec.Meta(ge=0)] = 256
     triton_queue_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 30_000
 

@@ -603,6 +603,25 @@ def test_sentence_transformer_config_pbtxt_has_no_task_input(
     assert parameters(config)["pad_id"] == "0"
 
 
+@pytest.mark.parametrize(
+    ("limits", "timeout_us"),
+    [
+        ("", 30_000_000),  # the defaults: 30 s in the queue, 60 s per request
+        ("request_timeout_s = 2.5\n", 2_500_000),
+        ("request_timeout_s = 2.5\ntriton_queue_timeout_ms = 0\n", 2_500_000),
+        ("request_timeout_s = 2.5\ntriton_queue_timeout_ms = 400\n", 400_000),
+    ],
+)
+def test_no_request_waits_in_tritons_queue_longer_than_the_gateway_waits_for_it(
+    tmp_path: Path, tiny_jina_dir: Path, limits: str, timeout_us: int
+) -> None:
+    compile_text(tmp_path, f"[limits]\n{limits}" + model_toml(tiny_jina_dir))
+    config = parse_pbtxt((tmp_path / "out" / "triton" / "m" / "config.pbtxt").read_text())
+    policy = config.dynamic_batching.default_queue_policy
+    assert policy.default_timeout_microseconds == timeout_us
+    assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+
+
 def test_quantize_int8_serves_a_cached_int8_twin_of_the_folder_without_touching_the_source(
     tmp_path: Path, tiny_jina_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
