@@ -2,8 +2,8 @@
 
 This is the hot path's one network hop, so it is kept lean: asyncio's transport plus httptools (the
 HTTP parser uvicorn runs on), a JSON header by msgspec and the tensors as raw bytes (Triton's binary
-tensor extension). tritonclient's asyncio client, over aiohttp, cost 0.7-1.2 ms of gateway CPU per
-call on one short query, aiohttp alone 0.7-1.0 ms; this costs 0.25-0.3 ms (docs/performance.md).
+tensor extension). tritonclient's asyncio client, over aiohttp, cost 0.4-1.2 ms of client CPU per
+call on one short query; this costs 0.22-0.3 ms (`python -m bench.triton_hop`; docs/performance.md).
 It speaks only what the gateway needs: `POST /v2/models/<m>/infer` and the readiness `GET`s.
 """
 
