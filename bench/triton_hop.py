@@ -11,7 +11,6 @@ gateway used until it got `appliance.pipeline.triton_http`) and `TritonHTTP`, al
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import tempfile
 import time
@@ -19,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import tritonclient.http.aio as triton_aio
 import uvloop
 
@@ -28,10 +28,11 @@ from bench.appliance_client import APPLIANCE_MODEL, start_appliance
 from bench.run import resolve_model, short_requests
 from bench.workload import build_workload, load_tokenizer
 
-Call = Callable[[np.ndarray], Awaitable[object]]
+Ids = npt.NDArray[np.int64]
+Call = Callable[[Ids], Awaitable[object]]
 
 
-async def measure(call: Call, queries: Sequence[np.ndarray]) -> dict[str, float]:
+async def measure(call: Call, queries: Sequence[Ids]) -> dict[str, float]:
     for ids in queries[:50]:
         await call(ids)  # warm-up: connections, caches
     latencies = []
@@ -44,12 +45,12 @@ async def measure(call: Call, queries: Sequence[np.ndarray]) -> dict[str, float]
             "cpu_ms_per_call": round((time.process_time() - cpu) / len(queries) * 1000, 3)}
 
 
-async def compare(url: str, queries: Sequence[np.ndarray], rounds: int) -> list[dict[str, dict[str, float]]]:
+async def compare(url: str, queries: Sequence[Ids], rounds: int) -> list[dict[str, dict[str, float]]]:
     old = triton_aio.InferenceServerClient(url)
     new = TritonHTTP(url)
     outputs = [triton_aio.InferRequestedOutput(n, binary_data=True) for n in (EMBEDDING, NORM)]
 
-    async def via_tritonclient(ids: np.ndarray) -> object:
+    async def via_tritonclient(ids: Ids) -> object:
         tensors = []
         for name, array in ((INPUT_IDS, ids), (LENGTHS, np.array([[ids.shape[1]]], np.int64))):
             tensor = triton_aio.InferInput(name, list(array.shape), "INT64")
@@ -58,7 +59,7 @@ async def compare(url: str, queries: Sequence[np.ndarray], rounds: int) -> list[
         result = await old.infer(APPLIANCE_MODEL, tensors, outputs=outputs, headers={"Accept-Encoding": "identity"})
         return result.as_numpy(EMBEDDING)
 
-    async def via_triton_http(ids: np.ndarray) -> object:
+    async def via_triton_http(ids: Ids) -> object:
         lengths = np.array([[ids.shape[1]]], np.int64)
         return (await new.infer(APPLIANCE_MODEL, [(INPUT_IDS, ids), (LENGTHS, lengths)], (EMBEDDING, NORM)))[EMBEDDING]
 
