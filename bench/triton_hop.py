@@ -65,9 +65,10 @@ async def compare(url: str, queries: Sequence[Ids], rounds: int) -> list[dict[st
 
     results = []
     try:
-        for _ in range(rounds):
-            results.append({"tritonclient.http.aio": await measure(via_tritonclient, queries),
-                            "appliance TritonHTTP": await measure(via_triton_http, queries)})
+        for number in range(rounds):  # which client goes first alternates: no order bias
+            pair = [("tritonclient.http.aio", via_tritonclient), ("appliance TritonHTTP", via_triton_http)]
+            measured = {name: await measure(call, queries) for name, call in pair[:: 1 if number % 2 == 0 else -1]}
+            results.append({name: measured[name] for name, _ in pair})
     finally:
         await old.close()
         await new.close()
