@@ -27,6 +27,7 @@ from appliance.pipeline.triton_http import TritonHTTP
 from bench.appliance_client import APPLIANCE_MODEL, start_appliance
 from bench.run import resolve_model, short_requests
 from bench.workload import build_workload, load_tokenizer
+from tests.support.stack import toml_int
 
 Ids = npt.NDArray[np.int64]
 Call = Callable[[Ids], Awaitable[object]]
@@ -87,8 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                for r in short_requests(build_workload(folder, 200), args.calls)]
     running = start_appliance(folder, Path(tempfile.mkdtemp(prefix="hop-")))
     try:
-        port = next(int(line.split("=")[1]) for line in running.stack.toml.splitlines()
-                    if line.startswith("triton_http_port"))
+        port = toml_int(running.stack.toml, "triton_http_port")
         rounds = uvloop.run(compare(f"127.0.0.1:{port}", queries, args.rounds))
     finally:
         running.stop()

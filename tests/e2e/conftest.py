@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ import numpy.typing as npt
 import pytest
 
 from tests.support.reference import Reference
-from tests.support.stack import READY_DEADLINE_S, Stack, model_toml, ports_toml
+from tests.support.stack import READY_DEADLINE_S, Stack, model_toml, ports_toml, toml_int
 
 F64 = npt.NDArray[np.float64]
 
@@ -66,13 +65,6 @@ def _auth_toml() -> str:
         f'  {{name = "from-sha256", sha256 = "{digest}"}},\n'
         "]\n"
     )
-
-
-def toml_int(toml: str, key: str) -> int:
-    """The integer value of `key = N` in a TOML text (ports written by `ports_toml`)."""
-    match = re.search(rf"^{re.escape(key)} = (\d+)$", toml, re.MULTILINE)
-    assert match, f"{key} not in {toml}"
-    return int(match.group(1))
 
 
 @dataclass

@@ -36,12 +36,11 @@ from tests.e2e.conftest import (
     TINY,
     Served,
     assert_matches_reference,
-    toml_int,
     vectors_of,
 )
 from tests.support.openai_errors import assert_openai_error
 from tests.support.reference import Reference
-from tests.support.stack import model_toml, ports_toml
+from tests.support.stack import model_toml, ports_toml, toml_int
 
 pytestmark = pytest.mark.e2e
 

@@ -34,7 +34,7 @@ import pytest
 from tests.support import procs
 from tests.support.openai_errors import assert_openai_error
 from tests.support.reference import Reference
-from tests.support.stack import Stack, model_toml, ports_toml
+from tests.support.stack import Stack, model_toml, ports_toml, toml_int
 
 pytestmark = pytest.mark.e2e
 
@@ -351,9 +351,8 @@ def test_the_triton_queue_policy_is_compiled_from_embed_toml_and_loaded_by_trito
     # timeout_action REJECT is the enum's default (0), which the text format leaves out; Triton shows it.
     assert "DELAY" not in body, body
     # ... and Triton itself runs with it (its model config endpoint, on Triton's loopback port).
-    port = re.search(r"^triton_http_port = (\d+)$", guarded.stack.toml, re.MULTILINE)
-    assert port
-    live = httpx.get(f"http://127.0.0.1:{port.group(1)}/v2/models/{TINY}/config", timeout=10).json()
+    port = toml_int(guarded.stack.toml, "triton_http_port")
+    live = httpx.get(f"http://127.0.0.1:{port}/v2/models/{TINY}/config", timeout=10).json()
     queue = live["dynamic_batching"]["default_queue_policy"]
     assert int(queue["max_queue_size"]) == 16, queue
     assert int(queue["default_timeout_microseconds"]) == 20_000_000, queue

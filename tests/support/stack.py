@@ -6,6 +6,7 @@ Ports are chosen at run time on 127.0.0.1; readiness is polled to a deadline, ne
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +19,13 @@ from pathlib import Path
 import httpx
 
 READY_DEADLINE_S = 120.0
+
+
+def toml_int(toml: str, key: str) -> int:
+    """The integer value of `key = N` in a TOML text (ports written by `ports_toml`)."""
+    match = re.search(rf"^{re.escape(key)} = (\d+)$", toml, re.MULTILINE)
+    assert match, f"{key} not in {toml}"
+    return int(match.group(1))
 
 
 def free_port() -> int:
@@ -76,8 +84,7 @@ class Stack:
     def start(self, *, wait: bool = True) -> Stack:
         config = self.workdir / "embed.toml"
         config.write_text(self.toml)
-        port = next(int(line.split("=")[1]) for line in self.toml.splitlines() if line.startswith("port ="))
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = f"http://127.0.0.1:{toml_int(self.toml, 'port')}"
         env = dict(os.environ, **self.env)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
