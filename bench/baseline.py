@@ -21,6 +21,7 @@ import onnxruntime as ort
 
 from appliance.models.graph import open_session
 from appliance.pipeline.packing import pack_by_length, pad_rows, padding_efficiency
+from appliance.pipeline.pooling import l2_normalize, masked_mean
 from bench.stats import NoiseMeter, latency_stats
 from bench.workload import Item, Workload, load_tokenizer
 
@@ -73,9 +74,8 @@ class BaselineModel:
         if "token_type_ids" in self.inputs:
             feed["token_type_ids"] = np.zeros_like(ids)
         (hidden,) = self.session.run([self.output], feed)
-        weights = mask.astype(np.float32)[:, :, None]
-        means = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
-        return means / np.linalg.norm(means, axis=1, keepdims=True)
+        unit, _ = l2_normalize(masked_mean(hidden, mask))  # the appliance's own pooling
+        return unit
 
     def embed(self, texts: list[str], budget: int, max_rows: int,
               min_fill: float = 0.0) -> tuple[np.ndarray, list[list[int]], list[int]]:
