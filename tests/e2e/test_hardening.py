@@ -611,30 +611,39 @@ def test_hostile_input_gets_a_4xx_fast_with_bounded_gateway_memory_and_the_serve
 def test_triton_refusals_from_its_queue_policy_become_429_when_full_and_503_on_queue_timeout(
     tmp_path: Path, tiny_jina_dir: Path, expected: Expected, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The gateway admits everything (64); Triton's queue (2 deep, 500 ms) is the bound that bites."""
+    """The gateway admits everything (64); Triton's queue (2 deep, 200 ms) is the bound that bites."""
     toml = (server_section()
-            + limits_section(max_concurrent_requests=64, triton_max_queue_size=2, triton_queue_timeout_ms=500)
+            + limits_section(max_concurrent_requests=64, triton_max_queue_size=2, triton_queue_timeout_ms=200)
             + "[instances]\ncount = 1\n" + model_toml(TINY, tiny_jina_dir))
     stack = Stack(tmp_path, toml).start()
     running = Running(stack)
     try:
-        blocker = [text_of(900, 6000)]  # ~8000 tokens: keeps the one model instance busy for seconds
-        expected(blocker[0])
+        # Two ~8000-token inputs, one chunk (the default 16384-token budget), one ONNX Runtime run: the one model
+        # instance is busy for well over the queue timeout (1.4 s here), so queued requests time out.
+        blocker = [text_of(900, 6000), text_of(901, 6000)]
+        for text in blocker:
+            expected(text)
         (stub,) = procs.backend_stubs(running.pid)  # the one model instance
         idle_cpu = procs.cpu_seconds(stub.pid)
         with ThreadPoolExecutor(8) as pool:
+            started = time.monotonic()
             busy = pool.submit(running.embed, blocker, timeout=60)
             # Triton exports no "executing" gauge: the instance is busy once its stub burns CPU.
-            wait_for(lambda: procs.cpu_seconds(stub.pid) - idle_cpu >= 0.3, 20,
-                     "the blocker never started running in the model instance", interval_s=0.02)
+            wait_for(lambda: procs.cpu_seconds(stub.pid) - idle_cpu >= 0.1, 20,
+                     "the blocker never started running in the model instance", interval_s=0.01)
+            burst_sent = time.monotonic() - started
             burst = [pool.submit(running.embed, [f"queued {i}"], timeout=30) for i in range(6)]
             answers = [f.result(timeout=60) for f in burst]
+            burst_done, blocker_running = time.monotonic() - started, not busy.done()
             blocked = busy.result(timeout=60)
+            blocker_done = time.monotonic() - started
     finally:
         stop_checked(stack)
     statuses = Counter(r.status_code for r in answers)
-    say(capsys, f"Triton queue policy (2 deep, 500 ms) behind an ~8000-token request: burst of 6 -> {dict(statuses)}")
+    say(capsys, f"Triton queue policy (2 deep, 200 ms) behind a ~16000-token request: burst of 6 -> {dict(statuses)}"
+                f"; sent at {burst_sent:.2f}s, answered at {burst_done:.2f}s; the blocker at {blocker_done:.2f}s")
     assert blocked.status_code == 200, blocked.text
+    assert blocker_running, "the blocker ended before the burst was answered: the test did not test the queue"
     expected.check(blocked.json(), blocker)
     # Triton's batcher may already have taken the first queued request into the next batch (then
     # it waits for the instance, out of the queue's timeout): at most one such request is answered.
