@@ -236,7 +236,7 @@ class Bench:
 
     def run_appliance(self, folder: Path, workload: Workload, ort_load_s: float | None) -> dict[str, Any]:
         toml = ("[batching]\n" + "".join(f"{k} = {v}\n" for k, v in self.batching.items())
-                + f"[instances]\ncount = 1\nthreads = {self.args.appliance_threads}\n")
+                + f"[instances]\ncount = {self.args.appliance_instances}\nthreads = {self.args.appliance_threads}\n")
         self.log(f"appliance: starting `appliance serve` ({folder})")
         running = ac.start_appliance(folder, self.workdir / f"app{len(list(self.workdir.iterdir()))}",
                                      toml_extra=toml, ort_load_s=ort_load_s)
@@ -267,6 +267,7 @@ class Bench:
         return {
             "startup": running.startup,
             "batching": self.batching,
+            "instances": self.args.appliance_instances,
             "threads": self.args.appliance_threads or "auto (cores / instances)",
             **result,
             "padding_efficiency": {"mixed_workload": mixed, "saturated_point": at_best, "by_request_size": sizes},
@@ -455,7 +456,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--raw-graph", action="store_true",
                    help="baseline runs the graph as exported (default: as served, NaN guards dropped)")
     p.add_argument("--threads", type=int, default=0, help="baseline ORT threads (default: all available cores)")
-    p.add_argument("--appliance-threads", type=int, default=0, help="[instances] threads (0 = auto)")
+    p.add_argument("--appliance-instances", type=int, default=1, help="[instances] count")
+    p.add_argument("--appliance-threads", type=int, default=0, help="[instances] threads (0 = auto: cores / count)")
     p.add_argument("--queue-delay-us", type=int, default=None, help="[batching] max_queue_delay_us (product default)")
     p.add_argument("--max-batch-tokens", type=int, default=None, help="[batching] max_batch_tokens (product default)")
     p.add_argument("--bench-venv", default=None, help="venv made by bench/setup-infinity.sh")

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from appliance.models.graph import open_session, strip_softmax_nan_guards
+from appliance.models.graph import DISABLED_OPTIMIZERS, open_session, strip_softmax_nan_guards
 
 
 def attention_graph(*, fill: float = 0.0, guard_input: str = "probs", as_output: bool = False) -> onnx.ModelProto:
@@ -85,7 +85,10 @@ def test_e5_small_jina_loses_its_twelve_guards_and_no_bit_of_output(e5_small_jin
     """External weights still come from the (unchanged) folder; padded rows included."""
     path = e5_small_jina_dir / "model.onnx"
     rewritten, dropped = open_session(path, ort.SessionOptions())
-    raw = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # The same transformers switched off, so the guards are the only difference.
+    raw = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"],
+                               disabled_optimizers=list(DISABLED_OPTIMIZERS))
+    default = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert dropped == 12
     rng = np.random.default_rng(2)
     ids = rng.integers(5, 20000, (3, 40)).astype(np.int64)
@@ -96,3 +99,37 @@ def test_e5_small_jina_loses_its_twelve_guards_and_no_bit_of_output(e5_small_jin
         inputs = {"input_ids": ids, "attention_mask": mask, "task_id": np.array(task, np.int64)}
         got = rewritten.run(["text_embeds"], inputs)[0]
         assert np.array_equal(got, raw.run(["text_embeds"], inputs)[0])
+        np.testing.assert_allclose(got, default.run(["text_embeds"], inputs)[0], rtol=0, atol=1e-4)
+
+
+def residual_layernorm_graph() -> onnx.ModelProto:
+    """x + skip -> LayerNormalization over [batch, seq, hidden]: ONNX Runtime fuses it into SkipLayerNormalization."""
+    hidden = 8
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "skip"], ["sum"]),
+         helper.make_node("LayerNormalization", ["sum", "gamma", "beta"], ["out"], axis=-1, epsilon=1e-12)],
+        "residual",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["b", "s", hidden]) for n in ("x", "skip")],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["b", "s", hidden])],
+        [helper.make_tensor("gamma", TensorProto.FLOAT, [hidden], np.linspace(0.5, 1.5, hidden)),
+         helper.make_tensor("beta", TensorProto.FLOAT, [hidden], np.linspace(-0.1, 0.1, hidden))],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def optimized_ops(tmp_path: Path, name: str, open_: object) -> list[str]:
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / f"{name}.onnx")
+    open_(options)  # type: ignore[operator]
+    return [n.op_type for n in onnx.load(str(tmp_path / f"{name}.onnx")).graph.node]
+
+
+def test_open_session_keeps_onnx_runtime_from_fusing_skip_layer_normalization(tmp_path: Path) -> None:
+    """ORT's SkipLayerNormalization CPU kernel is the slow one (see appliance/models/graph.py)."""
+    path = tmp_path / "residual.onnx"
+    onnx.save(residual_layernorm_graph(), str(path))
+    by_default = optimized_ops(tmp_path, "default",
+                               lambda o: ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"]))
+    served = optimized_ops(tmp_path, "served", lambda o: open_session(path, o))
+    assert by_default == ["SkipLayerNormalization"]  # what would happen without the switch
+    assert served == ["Add", "LayerNormalization"]
