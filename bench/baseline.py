@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from appliance.models.graph import open_session
+from appliance.models.graph import Rewrites, open_session
 from appliance.pipeline.packing import pack_by_length, pad_rows, padding_efficiency
 from appliance.pipeline.pooling import l2_normalize, masked_mean
 from bench.stats import NoiseMeter, latency_stats
@@ -33,7 +33,7 @@ class BaselineModel:
     folder: Path
     threads: int
     spinning: bool = True  # ORT's default: best for a process that does nothing else
-    # The graph the appliance serves (softmax NaN guards dropped, appliance/models/graph.py), so
+    # The graph the appliance serves (appliance/models/graph.py: NaN guards dropped, GELUs fused), so
     # appliance/baseline measures serving overhead; raw_graph=True runs the file as exported.
     raw_graph: bool = False
 
@@ -48,9 +48,9 @@ class BaselineModel:
         if self.raw_graph:
             self.session = ort.InferenceSession(str(self.folder / "model.onnx"), options,
                                                 providers=["CPUExecutionProvider"])
-            self.guards_dropped = 0
+            self.rewrites = Rewrites()
         else:
-            self.session, self.guards_dropped = open_session(self.folder / "model.onnx", options)
+            self.session, self.rewrites = open_session(self.folder / "model.onnx", options)
         self.load_seconds = time.perf_counter() - started
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.output = "text_embeds" if "task_id" in self.inputs else (

@@ -1,13 +1,14 @@
-"""ONNX Runtime's graph transformers the appliance switches off, measured on the benchmark's workload.
+"""The graph changes `appliance.models.graph.open_session` makes, each measured on the benchmark's workload.
 
     python -m bench.ort_options [--model e5-small-jina] [--quantize both] [--rounds 3] [--items 200]
 
-In one process, on the same 2-thread budget, the whole seeded mixed workload embedded the way the
+In one process, on the same thread budget, the whole seeded mixed workload embedded the way the
 benchmark's in-process baseline does (sorted token-budget batches, tokenization and pooling
-included), with `appliance.models.graph.DISABLED_OPTIMIZERS` as the appliance opens sessions
-(`served`) and with ONNX Runtime's defaults (`ort-default`), alternated for `--rounds` rounds
-(the order flips each round). Prints tokens/s per round, the ratio served / ort-default and the
-smallest cosine between the two settings' vectors.
+included), with the session as the appliance opens it (`served`) and with one change undone at a
+time: ONNX Runtime's SkipLayerNormFusion allowed again (`skiplayernorm-fused`), the exporter's
+erf GELUs left unfused (`gelu-unfused`). The settings are alternated for `--rounds` rounds (the
+order flips each round). Prints tokens/s per round, served / each other setting, and the smallest
+cosine between its vectors and the served ones.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,24 +29,31 @@ from bench.baseline import BaselineModel
 from bench.run import resolve_model
 from bench.workload import build_workload
 
-SETTINGS = {"served": graph.DISABLED_OPTIMIZERS, "ort-default": ()}
+SETTINGS: dict[str, dict[str, Any]] = {
+    "served": {},
+    "skiplayernorm-fused": {"DISABLED_OPTIMIZERS": ()},
+    "gelu-unfused": {"fuse_erf_gelus": lambda model: 0},
+}
 
 
-def open_model(folder: Path, disabled: tuple[str, ...], threads: int) -> BaselineModel:
-    saved = graph.DISABLED_OPTIMIZERS
-    graph.DISABLED_OPTIMIZERS = disabled
+def open_model(folder: Path, threads: int, **undo: Any) -> BaselineModel:
+    """A baseline session opened by `open_session` with `undo`'s module attributes swapped in."""
+    saved = {name: getattr(graph, name) for name in undo}
+    for name, value in undo.items():
+        setattr(graph, name, value)
     try:
         return BaselineModel(folder, threads)
     finally:
-        graph.DISABLED_OPTIMIZERS = saved
+        for name, value in saved.items():
+            setattr(graph, name, value)
 
 
 def compare(folder: Path, items: int, rounds: int, budget: int, threads: int) -> dict[str, object]:
     workload = build_workload(folder, items)
     texts, tokens = workload.texts, workload.total_tokens
-    models = {name: open_model(folder, disabled, threads) for name, disabled in SETTINGS.items()}
+    models = {name: open_model(folder, threads, **undo) for name, undo in SETTINGS.items()}
     vectors = {name: model.embed(texts, budget, 64, 0.9)[0] for name, model in models.items()}  # warm-up
-    cosine = float(np.min(np.sum(vectors["served"] * vectors["ort-default"], axis=1)))
+    cosines = {name: float(np.min(np.sum(vectors["served"] * v, axis=1))) for name, v in vectors.items()}
     speeds: dict[str, list[float]] = {name: [] for name in models}
     for round_ in range(rounds):
         order = list(models) if round_ % 2 == 0 else list(models)[::-1]
@@ -52,8 +61,7 @@ def compare(folder: Path, items: int, rounds: int, budget: int, threads: int) ->
             started = time.perf_counter()
             models[name].embed(texts, budget, 64, 0.9)
             speeds[name].append(tokens / (time.perf_counter() - started))
-    return {"tokens": tokens, "speeds": speeds, "min_cosine": cosine,
-            "ratios": [s / d for s, d in zip(speeds["served"], speeds["ort-default"])]}
+    return {"tokens": tokens, "speeds": speeds, "min_cosine": cosines}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,17 +76,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     source = resolve_model(args.model)
     variants = ["fp32", "int8"] if args.quantize == "both" else [args.quantize]
-    print(f"{args.model}: served = disabled {list(graph.DISABLED_OPTIMIZERS)}; ort-default = nothing disabled; "
-          f"{args.threads} threads, budget {args.budget}")
+    print(f"{args.model}: {args.threads} threads, token budget {args.budget}, {args.items} items")
     for variant in variants:
         folder = source if variant == "fp32" else quantize_model(source, Path(args.quantize_cache))
         result = compare(folder, args.items, args.rounds, args.budget, args.threads)
-        speeds, ratios = result["speeds"], result["ratios"]
-        assert isinstance(speeds, dict) and isinstance(ratios, list)
+        speeds, cosines = result["speeds"], result["min_cosine"]
+        assert isinstance(speeds, dict) and isinstance(cosines, dict)
         for name, values in speeds.items():
-            print(f"  {variant} {name:12s} tok/s per round: {', '.join(f'{v:,.0f}' for v in values)}")
-        print(f"  {variant} served / ort-default: {', '.join(f'{r:.3f}x' for r in ratios)} "
-              f"(median {statistics.median(ratios):.3f}x); min cosine between them {result['min_cosine']:.6f}")
+            line = f"  {variant} {name:20s} tok/s per round: {', '.join(f'{v:,.0f}' for v in values)}"
+            if name != "served":
+                ratios = [s / v for s, v in zip(speeds["served"], values)]
+                line += (f"; served / this: {', '.join(f'{r:.3f}x' for r in ratios)} "
+                         f"(median {statistics.median(ratios):.3f}x), min cosine to served {cosines[name]:.6f}")
+            print(line)
     return 0
 
 

@@ -34,6 +34,7 @@ import onnxruntime
 
 from appliance.compile.compiler import available_cpus
 from appliance.compile.quantize import quantize_model
+from appliance.models.graph import DISABLED_OPTIMIZERS
 from appliance.spec.schema import BatchingSpec
 from bench import appliance_client as ac
 from bench import infinity as inf
@@ -170,7 +171,7 @@ class Bench:
         a = self.args
         self.log(f"baseline: ONNX Runtime in-process, {self.threads} threads, {folder}")
         model = BaselineModel(folder, self.threads, raw_graph=a.raw_graph)
-        self.log(f"baseline: {model.guards_dropped} softmax NaN guards dropped "
+        self.log(f"baseline: {model.rewrites} "
                  f"({'raw graph, --raw-graph' if a.raw_graph else 'the graph the appliance serves'})")
         budgets = [int(x) for x in a.baseline_budgets.split(",")]
         meter = NoiseMeter().start()
@@ -192,7 +193,9 @@ class Bench:
             "threads": self.threads,
             "intra_op_spinning": model.spinning,
             "raw_graph": a.raw_graph,
-            "softmax_nan_guards_dropped": model.guards_dropped,
+            "softmax_nan_guards_dropped": model.rewrites.nan_guards,
+            "erf_gelus_fused": model.rewrites.erf_gelus,
+            "ort_disabled_optimizers": [] if a.raw_graph else list(DISABLED_OPTIMIZERS),
             "ort_session_load_s": round(model.load_seconds, 3),
             "saturated": sat,
             "padding_efficiency": sat["padding_efficiency"],
@@ -454,7 +457,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline-budgets", default=None, help="token budgets the baseline tries (keeps the best)")
     p.add_argument("--deadline", type=float, default=None, help="seconds per measured loop (default 300, quick 60)")
     p.add_argument("--raw-graph", action="store_true",
-                   help="baseline runs the graph as exported (default: as served, NaN guards dropped)")
+                   help="baseline runs the graph as exported with ONNX Runtime's defaults (default: as served)")
     p.add_argument("--threads", type=int, default=0, help="baseline ORT threads (default: all available cores)")
     p.add_argument("--appliance-instances", type=int, default=1, help="[instances] count")
     p.add_argument("--appliance-threads", type=int, default=0, help="[instances] threads (0 = auto: cores / count)")

@@ -51,9 +51,9 @@ class TritonPythonModel:
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.add_session_config_entry("session.force_spinning_stop", "1")
         model_path = Path(params["model_dir"]) / "model.onnx"
-        self.session, guards = open_session(model_path, options)
-        if guards:
-            pb_utils.Logger.log_info(f"{model_path}: {guards} softmax NaN guards dropped (appliance/models/graph.py)")
+        self.session, rewrites = open_session(model_path, options)
+        if rewrites:
+            pb_utils.Logger.log_info(f"{model_path}: {rewrites} (appliance/models/graph.py)")
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.metric_families, self.counters = _counters(config["name"])
         self.pending = dict.fromkeys(self.counters, 0)  # counted in this execute, sent after the responses
