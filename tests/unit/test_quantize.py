@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 
 import appliance.compile.quantize as quantize_module
 from appliance.compile.quantize import MANIFEST, QuantizeError, quantize_model
+from appliance.models.graph import open_session
 
 TASKS = ("retrieval.query", "retrieval.passage", "separation", "classification", "text-matching")
 SENTENCES = [
@@ -54,9 +55,10 @@ def signature(path: Path) -> dict[str, list[tuple[str, int, list[int | str]]]]:
 
 
 def session(folder: Path) -> ort.InferenceSession:
+    """The session as the appliance serves it (appliance.models.graph.open_session)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    return open_session(folder / "model.onnx", options)[0]
 
 
 def embed(sess: ort.InferenceSession, tokenizer: Tokenizer, texts: list[str], task_id: int) -> np.ndarray:
