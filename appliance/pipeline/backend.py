@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from typing import Protocol, cast
-from urllib.parse import quote
 
 import numpy as np
 import numpy.typing as npt
@@ -64,10 +63,10 @@ class TritonBackend:
     async def ready(self, models: list[str]) -> bool:
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
-                if not await self.client.ok("/v2/health/ready"):
+                if not await self.client.server_ready():
                     return False
                 for name in models:
-                    if not await self.client.ok(f"/v2/models/{quote(name, safe='')}/ready"):
+                    if not await self.client.model_ready(name):
                         return False
         except OSError:  # includes the timeout
             return False

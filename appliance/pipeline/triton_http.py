@@ -4,7 +4,7 @@ This is the hot path's one network hop, so it is kept lean: asyncio's transport 
 HTTP parser uvicorn runs on), a JSON header by msgspec and the tensors as raw bytes (Triton's binary
 tensor extension). tritonclient's asyncio client, over aiohttp, cost 0.4-1.2 ms of client CPU per
 call on one short query; this costs 0.22-0.3 ms (`python -m bench.triton_hop`; docs/performance.md).
-It speaks only what the gateway needs: `POST /v2/models/<m>/infer` and the readiness `GET`s.
+It speaks only what the gateway needs: `POST /v2/models/<m>/infer` and the two readiness `GET`s.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class TritonHTTP:
         body = [header, *(array.tobytes() for _, array in inputs)]  # C order, whatever the strides
         size = sum(len(part) for part in body)
         request = b"".join([
-            b"POST /v2/models/%s/infer HTTP/1.1\r\n" % quote(model, safe="").encode(),
+            b"POST /v2/models/%s/infer HTTP/1.1\r\n" % _segment(model),
             self._host_header,
             b"Content-Type: application/octet-stream\r\n"
             b"Inference-Header-Content-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(header), size),
@@ -155,9 +155,16 @@ class TritonHTTP:
             raise TritonError(status, _error_text(raw))
         return _parse_outputs(headers, raw)
 
-    async def ok(self, path: str) -> bool:
-        """A `GET` that Triton answers 200 when ready (`/v2/health/ready`, `/v2/models/<m>/ready`)."""
-        status, _, _ = await self._call(b"GET %s HTTP/1.1\r\n%s\r\n" % (path.encode(), self._host_header))
+    async def server_ready(self) -> bool:
+        """Triton's `GET /v2/health/ready` answered 200."""
+        return await self._ok(b"/v2/health/ready")
+
+    async def model_ready(self, model: str) -> bool:
+        """Triton's `GET /v2/models/<model>/ready` answered 200."""
+        return await self._ok(b"/v2/models/%s/ready" % _segment(model))
+
+    async def _ok(self, path: bytes) -> bool:
+        status, _, _ = await self._call(b"GET %s HTTP/1.1\r\n%s\r\n" % (path, self._host_header))
         return status == 200
 
     async def _call(self, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
@@ -208,6 +215,11 @@ def _parse_outputs(headers: dict[bytes, bytes], raw: bytes) -> dict[str, npt.NDA
         )
         offset += size
     return arrays
+
+
+def _segment(model: str) -> bytes:
+    """A model name as one URL path segment."""
+    return quote(model, safe="").encode()
 
 
 def _error_text(raw: bytes) -> str:

@@ -215,11 +215,12 @@ def test_a_server_that_dies_mid_answer_raises_connection_error_without_a_retry()
     run(test, script)
 
 
-def test_readiness_is_a_200_and_a_refused_connection_is_an_os_error() -> None:
+def test_readiness_is_a_200_with_the_model_quoted_and_a_refused_connection_is_an_os_error() -> None:
     async def main() -> None:
         async def ready(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             head = await reader.readuntil(b"\r\n\r\n")
-            status = b"200 OK" if head.startswith(b"GET /v2/health/ready ") else b"400 Bad Request"
+            known = (b"GET /v2/health/ready ", b"GET /v2/models/my%2Fmodel%20x/ready ")
+            status = b"200 OK" if head.startswith(known) else b"400 Bad Request"
             writer.write(b"HTTP/1.1 %s\r\nContent-Length: 0\r\n\r\n" % status)
             await writer.drain()
             writer.close()
@@ -227,12 +228,13 @@ def test_readiness_is_a_200_and_a_refused_connection_is_an_os_error() -> None:
         server = await asyncio.start_server(ready, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         client = TritonHTTP(f"127.0.0.1:{port}")
-        assert await client.ok("/v2/health/ready")
-        assert not await client.ok("/v2/models/absent/ready")
+        assert await client.server_ready()
+        assert await client.model_ready("my/model x")  # one quoted path segment
+        assert not await client.model_ready("absent")
         server.close()
         await server.wait_closed()
         await client.close()
         with pytest.raises(OSError):
-            await TritonHTTP(f"127.0.0.1:{port}").ok("/v2/health/ready")
+            await TritonHTTP(f"127.0.0.1:{port}").server_ready()
 
     asyncio.run(main())
