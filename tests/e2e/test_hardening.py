@@ -614,11 +614,11 @@ def test_triton_refusals_from_its_queue_policy_become_429_when_full_and_503_on_q
     """The gateway admits everything (64); Triton's queue (2 deep, 200 ms) is the bound that bites."""
     toml = (server_section()
             + limits_section(max_concurrent_requests=64, triton_max_queue_size=2, triton_queue_timeout_ms=200)
-            + "[instances]\ncount = 1\n" + model_toml(TINY, tiny_jina_dir))
+            + "[batching]\nmax_batch_tokens = 16384\n[instances]\ncount = 1\n" + model_toml(TINY, tiny_jina_dir))
     stack = Stack(tmp_path, toml).start()
     running = Running(stack)
     try:
-        # Two ~8000-token inputs, one chunk (the default 16384-token budget), one ONNX Runtime run: the one model
+        # Two ~8000-token inputs, one chunk (a 16384-token budget), one ONNX Runtime run: the one model
         # instance is busy for well over the queue timeout (1.4 s here), so queued requests time out.
         blocker = [text_of(900, 6000), text_of(901, 6000)]
         for text in blocker:
