@@ -191,7 +191,7 @@ def _tensor(name: str, producer: dict[str, Any], constants: dict[str, onnx.Tenso
 def _scalar(name: str, producer: dict[str, Any], constants: dict[str, onnx.TensorProto]) -> float | None:
     """The value of a one-element constant (initializer or Constant node), else None."""
     tensor = _tensor(name, producer, constants)
-    if not tensor.dims and not tensor.ListFields() or tensor.data_location == onnx.TensorProto.EXTERNAL:
+    if not tensor.ListFields() or tensor.data_location == onnx.TensorProto.EXTERNAL:  # none, or not inline
         return None
     array = numpy_helper.to_array(tensor)
     return float(array.reshape(-1)[0]) if array.size == 1 else None
