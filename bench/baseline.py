@@ -33,8 +33,9 @@ class BaselineModel:
     folder: Path
     threads: int
     spinning: bool = True  # ORT's default: best for a process that does nothing else
-    # The graph the appliance serves (appliance/models/graph.py: NaN guards dropped, GELUs fused), so
-    # appliance/baseline measures serving overhead; raw_graph=True runs the file as exported.
+    # The session the appliance serves (appliance/models/graph.py: NaN guards dropped, GELUs fused,
+    # SkipLayerNormFusion off), so appliance/baseline measures serving overhead; raw_graph=True runs
+    # the file as exported with ONNX Runtime's defaults.
     raw_graph: bool = False
 
     def __post_init__(self) -> None:
