@@ -46,20 +46,35 @@ class Target:
 
 
 async def closed_loop(target: Target, requests: Sequence[Sequence[Item]], concurrency: int, *,
-                      deadline_s: float, timeout_s: float = 600.0) -> dict[str, object]:
-    """Send `requests` (each a list of inputs) with `concurrency` closed-loop workers."""
+                      deadline_s: float, min_seconds: float = 0.0, timeout_s: float = 600.0) -> dict[str, object]:
+    """Send `requests` (each a list of inputs) with `concurrency` closed-loop workers.
+
+    The list is sent once, then again, in whole passes, while the loop has run less than
+    `min_seconds` (the workers never pause between passes, so only the very end has fewer than
+    `concurrency` requests in flight); `deadline_s` bounds it all.
+    """
     latencies: list[float] = []
     tokens = 0
     inputs = 0
     errors: list[str] = []
     next_index = 0
-    stop_at = time.monotonic() + deadline_s
+    now = time.monotonic()
+    stop_at = now + deadline_s
+    wrap_until = now + min_seconds
+    planned = len(requests)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    def more() -> bool:
+        nonlocal planned
+        now = time.monotonic()
+        if next_index >= planned and now < wrap_until:
+            planned += len(requests)  # one more whole pass
+        return next_index < planned and now < stop_at and len(errors) < 5
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal next_index, tokens, inputs
-        while next_index < len(requests) and time.monotonic() < stop_at and len(errors) < 5:
-            request = requests[next_index]
+        while more():
+            request = requests[next_index % len(requests)]
             next_index += 1
             body = {"model": target.model, "input": [i.text for i in request],
                     "encoding_format": target.encoding_format}
@@ -91,7 +106,8 @@ async def closed_loop(target: Target, requests: Sequence[Sequence[Item]], concur
         "concurrency": concurrency,
         "requests": done,
         "requests_planned": len(requests),
-        "complete": done == len(requests),
+        "complete": done >= len(requests),
+        "passes": round(done / len(requests), 2) if requests else 0.0,
         "wall_s": round(wall, 3),
         "tokens": tokens,
         "tokens_per_s": round(tokens / wall, 1) if wall else 0.0,

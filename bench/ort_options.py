@@ -24,34 +24,22 @@ from typing import Any
 import numpy as np
 
 from appliance.compile.quantize import quantize_model
-from appliance.models import graph
 from bench.baseline import BaselineModel
 from bench.run import resolve_model
 from bench.workload import build_workload
 
+# open_session's keyword arguments per setting: the served session, and each change undone.
 SETTINGS: dict[str, dict[str, Any]] = {
     "served": {},
-    "skiplayernorm-fused": {"DISABLED_OPTIMIZERS": ()},
-    "gelu-unfused": {"fuse_erf_gelus": lambda model: 0},
+    "skiplayernorm-fused": {"disabled_optimizers": ()},
+    "gelu-unfused": {"fuse_gelus": False},
 }
-
-
-def open_model(folder: Path, threads: int, **undo: Any) -> BaselineModel:
-    """A baseline session opened by `open_session` with `undo`'s module attributes swapped in."""
-    saved = {name: getattr(graph, name) for name in undo}
-    for name, value in undo.items():
-        setattr(graph, name, value)
-    try:
-        return BaselineModel(folder, threads)
-    finally:
-        for name, value in saved.items():
-            setattr(graph, name, value)
 
 
 def compare(folder: Path, items: int, rounds: int, budget: int, threads: int) -> dict[str, object]:
     workload = build_workload(folder, items)
     texts, tokens = workload.texts, workload.total_tokens
-    models = {name: open_model(folder, threads, **undo) for name, undo in SETTINGS.items()}
+    models = {name: BaselineModel(folder, threads, session_kwargs=undo) for name, undo in SETTINGS.items()}
     vectors = {name: model.embed(texts, budget, 64, 0.9)[0] for name, model in models.items()}  # warm-up
     cosines = {name: float(np.min(np.sum(vectors["served"] * v, axis=1))) for name, v in vectors.items()}
     speeds: dict[str, list[float]] = {name: [] for name in models}

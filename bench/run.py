@@ -175,7 +175,8 @@ class Bench:
                  f"({'raw graph, --raw-graph' if a.raw_graph else 'the graph the appliance serves'})")
         budgets = [int(x) for x in a.baseline_budgets.split(",")]
         meter = NoiseMeter().start()
-        runs = [saturated(model, workload, budgets, deadline_s=a.deadline) for _ in range(a.repeats)]
+        runs = [saturated(model, workload, budgets, deadline_s=a.deadline, min_seconds=a.min_seconds)
+                for _ in range(a.repeats)]
         sat = best_of(runs)
         sat["noise"] = meter.stop()
         self.log(f"baseline: saturated {sat['tokens_per_s']} tok/s (budget {sat['budget_tokens']}, "
@@ -224,7 +225,8 @@ class Bench:
             for concurrency in self.concurrency:
                 if concurrency > len(requests):
                     continue
-                runs = [asyncio.run(ac.closed_loop(target, requests, concurrency, deadline_s=a.deadline))
+                runs = [asyncio.run(ac.closed_loop(target, requests, concurrency, deadline_s=a.deadline,
+                                                   min_seconds=a.min_seconds))
                         for _ in range(a.repeats)]
                 point = {"request_size": size, **best_of(runs)}
                 grid.append(point)
@@ -458,6 +460,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle-calls", type=int, default=None, help="single short queries at idle (default 60, quick 15)")
     p.add_argument("--repeats", type=int, default=1, help="repeat each throughput point, keep the best")
     p.add_argument("--baseline-budgets", default=None, help="token budgets the baseline tries (keeps the best)")
+    p.add_argument("--min-seconds", type=float, default=None,
+                   help="each throughput loop repeats whole passes over the workload until it has run this "
+                        "long (default 10, quick 0: one pass)")
     p.add_argument("--deadline", type=float, default=None, help="seconds per measured loop (default 300, quick 60)")
     p.add_argument("--raw-graph", action="store_true",
                    help="baseline runs the graph as exported with ONNX Runtime's defaults (default: as served)")
@@ -480,6 +485,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.idle_calls = args.idle_calls or (15 if quick else 60)
     args.baseline_budgets = args.baseline_budgets or ("2048" if quick else "1024,2048,4096,16384")
     args.deadline = args.deadline or (60.0 if quick else 300.0)
+    if args.min_seconds is None:
+        args.min_seconds = 0.0 if quick else 10.0
     return args
 
 

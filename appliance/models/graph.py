@@ -35,6 +35,7 @@ all-MiniLM +7 %, e5-small-jina +4 % fp32 / +9 % int8.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,11 +64,17 @@ class Rewrites:
         return f"{self.nan_guards} softmax NaN guards dropped, {self.erf_gelus} erf GELUs fused"
 
 
-def open_session(model_path: Path, options: ort.SessionOptions) -> tuple[ort.InferenceSession, Rewrites]:
-    """The session for `model_path` and what was rewritten in its graph."""
+def open_session(model_path: Path, options: ort.SessionOptions, *, fuse_gelus: bool = True,
+                 disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS) -> tuple[ort.InferenceSession, Rewrites]:
+    """The session for `model_path` and what was rewritten in its graph.
+
+    The keyword arguments exist to measure each change undone (`python -m bench.ort_options`);
+    the appliance serves the defaults.
+    """
     proto = onnx.load(str(model_path), load_external_data=False)
-    rewrites = Rewrites(nan_guards=strip_softmax_nan_guards(proto), erf_gelus=fuse_erf_gelus(proto))
-    disabled = list(DISABLED_OPTIMIZERS)
+    rewrites = Rewrites(nan_guards=strip_softmax_nan_guards(proto),
+                        erf_gelus=fuse_erf_gelus(proto) if fuse_gelus else 0)
+    disabled = list(disabled_optimizers)
     if not rewrites:
         del proto
         return ort.InferenceSession(str(model_path), options, providers=PROVIDERS,

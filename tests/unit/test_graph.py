@@ -140,6 +140,8 @@ def test_open_session_serves_e5_small_jina_rewritten_and_close_to_onnx_runtime_d
     served, rewrites = open_session(path, ort.SessionOptions())
     assert rewrites == Rewrites(nan_guards=12, erf_gelus=12)
     assert str(rewrites) == "12 softmax NaN guards dropped, 12 erf GELUs fused"
+    _, unfused = open_session(path, ort.SessionOptions(), fuse_gelus=False)  # bench/ort_options.py's undo
+    assert unfused == Rewrites(nan_guards=12, erf_gelus=0)
     default = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for inputs in e5_inputs():
         np.testing.assert_allclose(served.run(["text_embeds"], inputs)[0], default.run(["text_embeds"], inputs)[0],
@@ -220,5 +222,6 @@ def test_open_session_keeps_onnx_runtime_from_fusing_skip_layer_normalization(tm
     by_default = optimized_ops(tmp_path, "default",
                                lambda o: ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"]))
     served = optimized_ops(tmp_path, "served", lambda o: open_session(path, o))
-    assert by_default == ["SkipLayerNormalization"]  # what would happen without the switch
+    undone = optimized_ops(tmp_path, "undone", lambda o: open_session(path, o, disabled_optimizers=()))
+    assert by_default == ["SkipLayerNormalization"] == undone  # what would happen without the switch
     assert served == ["Add", "LayerNormalization"]
