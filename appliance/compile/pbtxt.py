@@ -47,16 +47,8 @@ def model_config_dict(
         {"name": SPANS, "data_type": "TYPE_INT64", "dims": [-1], "allow_ragged_batch": True, "optional": True}
     )
     dynamic: dict[str, Any] = {"max_queue_delay_microseconds": batching.max_queue_delay_us}
-    policy: dict[str, Any] = {"timeout_action": "REJECT"}
-    if limits.triton_max_queue_size:
-        policy["max_queue_size"] = limits.triton_max_queue_size
-    # Nothing waits in Triton's queue longer than the gateway waits for its answer: past
-    # request_timeout_s the client has its 504, and running the work would only delay others.
-    timeouts_us = [round(limits.request_timeout_s * 1_000_000)]
-    if limits.triton_queue_timeout_ms:
-        timeouts_us.append(limits.triton_queue_timeout_ms * 1000)
-    policy["default_timeout_microseconds"] = min(timeouts_us)
-    dynamic["default_queue_policy"] = policy
+    if limits.triton_max_queue_size or limits.triton_queue_timeout_ms:
+        dynamic["default_queue_policy"] = queue_policy(limits)
     if batching.preferred_batch_sizes:
         dynamic["preferred_batch_size"] = list(batching.preferred_batch_sizes)
     config: dict[str, Any] = {
@@ -75,6 +67,27 @@ def model_config_dict(
     if response_cache:
         config["response_cache"] = {"enable": True}
     return config
+
+
+def queue_policy(limits: LimitsSpec) -> dict[str, Any]:
+    """Triton's queue policy, written only when `[limits]` asks for one.
+
+    Any queue policy turns off the dynamic batcher's payload prefetching, and then Triton 2.51 does
+    not wake its batcher for a request that arrives while the model instance is busy: at low load
+    such a request waited out the batcher's 500 ms idle wait (a gateway request split into three
+    chunks: the 2nd and 3rd chunk, every time). The gateway bounds the load without it
+    (`max_concurrent_requests`, `request_timeout_s`).
+    """
+    policy: dict[str, Any] = {"timeout_action": "REJECT"}
+    if limits.triton_max_queue_size:
+        policy["max_queue_size"] = limits.triton_max_queue_size
+    # Nothing waits in Triton's queue longer than the gateway waits for its answer: past
+    # request_timeout_s the client has its 504, and running the work would only delay others.
+    timeouts_us = [round(limits.request_timeout_s * 1_000_000)]
+    if limits.triton_queue_timeout_ms:
+        timeouts_us.append(limits.triton_queue_timeout_ms * 1000)
+    policy["default_timeout_microseconds"] = min(timeouts_us)
+    return policy
 
 
 def render_pbtxt(config: dict[str, Any]) -> str:

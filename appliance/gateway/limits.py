@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from appliance.errors import RateLimitError
 
@@ -28,6 +30,24 @@ class ConcurrencyLimiter:
 
     def release(self) -> None:
         self.in_flight -= 1
+
+    def hold_until_done(self, work: asyncio.Future[Any], on_done: Callable[[], None] | None = None) -> None:
+        """Count `work` (abandoned by its client: a 504) as in flight until it ends.
+
+        Its tokenization and Triton calls carry on (a Triton call cannot be taken back), so the
+        permit stays taken: at most `limit` requests' worth of work is ever in Triton, even when
+        clients time out.
+        """
+        self.in_flight += 1
+
+        def done(finished: asyncio.Future[Any]) -> None:
+            if not finished.cancelled():
+                finished.exception()  # retrieved: nobody else will ask for it
+            self.release()
+            if on_done is not None:
+                on_done()
+
+        work.add_done_callback(done)
 
 
 @dataclass

@@ -30,6 +30,9 @@ class GatewayMetrics:
         self.padding = Histogram("embed_chunk_padding_efficiency", "Real / padded tokens per chunk sent", ["model"],
                                  buckets=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0), registry=r)
         self.in_flight = Gauge("embed_in_flight_requests", "Requests being processed", registry=r)
+        self.abandoned = Gauge("embed_abandoned_requests",
+                               "Requests answered 504 whose work is still running (it keeps its permit)",
+                               registry=r)
         self.rejected = Counter("embed_rejected_requests", "Requests refused before any work",
                                 ["reason"], registry=r)
 

@@ -137,10 +137,14 @@ async def _embed(request: Request[Any, Any, Any], state: State, fields: dict[str
         truncate=body.truncate,
         late_chunking=body.late_chunking,
     )
+    work = asyncio.ensure_future(pipeline.embed(job))
     try:
         async with asyncio.timeout(state.settings.limits.request_timeout_s):
-            result = await pipeline.embed(job)
+            result = await asyncio.shield(work)
     except TimeoutError:
+        # The client gets its 504 now; the work already handed to Triton runs on and keeps a permit.
+        metrics.abandoned.inc()
+        state.limiter.hold_until_done(work, metrics.abandoned.dec)
         raise RequestTimeoutError(
             f"no answer within {state.settings.limits.request_timeout_s:g} s; retry, or send fewer inputs"
         ) from None

@@ -105,15 +105,18 @@ class LimitsSpec(Base, frozen=True):
     max_inputs_per_request: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 2048
     max_tokens_per_request: Annotated[int, msgspec.Meta(ge=1)] = 300_000
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16 * 1024 * 1024
-    # Backpressure: requests beyond this many in flight get 429 + Retry-After at once.
+    # Backpressure: requests beyond this many in flight get 429 + Retry-After at once. A request
+    # answered 504 still counts while its work runs on in Triton (`embed_abandoned_requests`).
     max_concurrent_requests: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 64
     # A request not answered within this time ends in 504 (never a hang).
     request_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
-    # Triton's queue policy: at most this many queued requests per model (then 429), each
-    # rejected after queue_timeout_ms in the queue (then 503); never longer than request_timeout_s.
-    # 0 = unbounded / only request_timeout_s.
-    triton_max_queue_size: Annotated[int, msgspec.Meta(ge=0)] = 256
-    triton_queue_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 30_000
+    # Triton's queue policy, off unless set: at most this many queued requests per model (then
+    # 429), each rejected after queue_timeout_ms in the queue (then 503; never longer than
+    # request_timeout_s). Off by default: any queue policy costs Triton's batcher its prefetching,
+    # and then a request arriving while the instance is busy can wait 500 ms at low load
+    # (appliance/compile/pbtxt.py `queue_policy`). The gateway's two limits above bound the load.
+    triton_max_queue_size: Annotated[int, msgspec.Meta(ge=0)] = 0
+    triton_queue_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 class EmbedSpec(Base, frozen=True):

@@ -663,8 +663,9 @@ def test_triton_refusals_from_its_queue_policy_become_429_when_full_and_503_on_q
 
 @pytest.fixture(scope="module")
 def hasty(tmp_path_factory: pytest.TempPathFactory, tiny_jina_dir: Path) -> Iterator[Running]:
-    """A stack whose requests must be answered within 50 ms."""
-    toml = server_section() + limits_section(request_timeout_s=0.05) + model_toml(TINY, tiny_jina_dir)
+    """A stack whose requests must be answered within 50 ms, one at a time."""
+    toml = (server_section() + limits_section(request_timeout_s=0.05, max_concurrent_requests=1)
+            + model_toml(TINY, tiny_jina_dir))
     yield from running_stack(tmp_path_factory.mktemp("hasty"), toml)
 
 
@@ -680,6 +681,12 @@ def test_a_request_over_request_timeout_s_ends_in_a_fast_504_never_a_hang(
         error = assert_openai_error(response, 504, "timeout")
         assert "0.05" in error["message"], error
         assert_retry_after(response)
+        # The abandoned work runs on in Triton and keeps the one permit: the next request is
+        # refused at once, so timed-out work can never pile up in Triton's queue.
+        assert metric(hasty.metrics(), "embed_abandoned_requests") == 1
+        assert_openai_error(hasty.embed("short", timeout=30), 429, "rate_limit_error", code="overloaded")
+        wait_for(lambda: metric(hasty.metrics(), "embed_abandoned_requests") == 0, 120,
+                 "the abandoned work never finished")
     say(capsys, f"request timeout 0.05 s: 504 after {', '.join(f'{t:.3f}s' for t in timings)}")
     assert max(timings) < 2.0, timings
     samples = hasty.metrics()

@@ -603,22 +603,30 @@ def test_sentence_transformer_config_pbtxt_has_no_task_input(
     assert parameters(config)["pad_id"] == "0"
 
 
+def test_by_default_triton_gets_no_queue_policy(tmp_path: Path, tiny_jina_dir: Path) -> None:
+    """Any queue policy costs Triton's batcher its prefetching (tests/e2e/test_back_to_back.py)."""
+    compile_text(tmp_path, "[limits]\nrequest_timeout_s = 2.5\n" + model_toml(tiny_jina_dir))
+    config = parse_pbtxt((tmp_path / "out" / "triton" / "m" / "config.pbtxt").read_text())
+    assert config.HasField("dynamic_batching") and not config.dynamic_batching.HasField("default_queue_policy")
+
+
 @pytest.mark.parametrize(
-    ("limits", "timeout_us"),
+    ("limits", "timeout_us", "queue_size"),
     [
-        ("", 30_000_000),  # the defaults: 30 s in the queue, 60 s per request
-        ("request_timeout_s = 2.5\n", 2_500_000),
-        ("request_timeout_s = 2.5\ntriton_queue_timeout_ms = 0\n", 2_500_000),
-        ("request_timeout_s = 2.5\ntriton_queue_timeout_ms = 400\n", 400_000),
+        ("request_timeout_s = 2.5\ntriton_max_queue_size = 8\n", 2_500_000, 8),
+        ("triton_queue_timeout_ms = 30000\n", 30_000_000, 0),  # 30 s in the queue, 60 s per request
+        ("request_timeout_s = 2.5\ntriton_queue_timeout_ms = 30000\n", 2_500_000, 0),
+        ("request_timeout_s = 2.5\ntriton_queue_timeout_ms = 400\n", 400_000, 0),
     ],
 )
 def test_no_request_waits_in_tritons_queue_longer_than_the_gateway_waits_for_it(
-    tmp_path: Path, tiny_jina_dir: Path, limits: str, timeout_us: int
+    tmp_path: Path, tiny_jina_dir: Path, limits: str, timeout_us: int, queue_size: int
 ) -> None:
     compile_text(tmp_path, f"[limits]\n{limits}" + model_toml(tiny_jina_dir))
     config = parse_pbtxt((tmp_path / "out" / "triton" / "m" / "config.pbtxt").read_text())
     policy = config.dynamic_batching.default_queue_policy
     assert policy.default_timeout_microseconds == timeout_us
+    assert policy.max_queue_size == queue_size
     assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
 
 
