@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
             compiled = compile_file(args.config, args.out)
             names = ", ".join(m.name for m in compiled.gateway.models)
             print(f"compiled {names} into {args.out} ({compiled.gateway.instance_count} instance(s) x "
-                  f"{compiled.gateway.threads_per_instance} ORT thread(s))")
+                  f"{compiled.gateway.threads_per_instance} thread(s))")
         elif args.command == "serve":
             from appliance.runtime.serve import default_runtime_dir, serve
 

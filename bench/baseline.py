@@ -18,9 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
-from appliance.models.graph import Rewrites, open_session
+from appliance.models.engines import (
+    Array,
+    Engine,
+    EngineName,
+    OnnxRuntimeEngine,
+    OpenVinoEngine,
+    Precision,
+    feed_for,
+    ort_options,
+)
+from appliance.models.graph import Rewrites
 from appliance.pipeline.packing import pack_by_length, pad_rows, padding_efficiency
 from appliance.pipeline.pooling import l2_normalize, masked_mean
 from bench.stats import NoiseMeter, latency_stats
@@ -29,42 +38,52 @@ from bench.workload import Item, Workload, load_tokenizer
 
 @dataclass
 class BaselineModel:
-    """One ONNX Runtime session, configured like a careful in-process user would."""
+    """One engine in-process, configured like a careful in-process user would.
+
+    `engine="onnxruntime"` (the baseline): the session the appliance serves
+    (appliance/models/graph.py: NaN guards dropped, GELUs fused, SkipLayerNormFusion off), so
+    appliance/baseline measures serving overhead; raw_graph=True runs the file as exported with
+    ONNX Runtime's defaults, as TEI and Infinity do. `engine="openvino"`: the appliance's
+    OpenVINO engine at `precision` (the in-process twin of what it serves).
+    """
 
     folder: Path
     threads: int
     spinning: bool = True  # ORT's default: best for a process that does nothing else
-    # The session the appliance serves (appliance/models/graph.py: NaN guards dropped, GELUs fused,
-    # SkipLayerNormFusion off), so appliance/baseline measures serving overhead; raw_graph=True runs
-    # the file as exported with ONNX Runtime's defaults.
     raw_graph: bool = False
     # Keyword arguments for open_session (e.g. fuse_gelus=False): bench/ort_options.py undoes one change.
     session_kwargs: dict[str, Any] = field(default_factory=dict)
+    engine: EngineName = "onnxruntime"
+    precision: Precision = "fp32"
+    cache_dir: Path | None = None  # OpenVINO's compiled-model cache
 
     def __post_init__(self) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
         started = time.perf_counter()
-        if self.raw_graph:
-            self.session = ort.InferenceSession(str(self.folder / "model.onnx"), options,
-                                                providers=["CPUExecutionProvider"])
-            self.rewrites = Rewrites()
+        output = _output_name(self.folder)
+        self.rewrites = Rewrites()
+        if self.engine == "openvino":
+            self.model: Engine = OpenVinoEngine(self.folder / "model.onnx", output, self.threads, self.precision,
+                                                cache_dir=self.cache_dir)
+        elif self.raw_graph:
+            import onnxruntime as ort
+
+            self.model = _RawOrt(ort.InferenceSession(str(self.folder / "model.onnx"), _options(self.threads,
+                                 self.spinning), providers=["CPUExecutionProvider"]), output, self.precision)
         else:
-            self.session, self.rewrites = open_session(self.folder / "model.onnx", options, **self.session_kwargs)
+            ort_engine = OnnxRuntimeEngine(self.folder / "model.onnx", output, self.threads, self.precision,
+                                           stop_spinning=not self.spinning, **self.session_kwargs)
+            self.rewrites = ort_engine.rewrites
+            self.model = ort_engine
         self.load_seconds = time.perf_counter() - started
-        self.inputs = {i.name for i in self.session.get_inputs()}
-        self.output = "text_embeds" if "task_id" in self.inputs else (
-            "last_hidden_state" if "last_hidden_state" in {o.name for o in self.session.get_outputs()}
-            else self.session.get_outputs()[0].name)
         config = json.loads((self.folder / "config.json").read_text())
         self.pad_id = int(config.get("pad_token_id") or 0)
-        self.task_id = (config.get("lora_adaptations") or ["text-matching"]).index("text-matching") \
-            if "task_id" in self.inputs else None
+        adaptations = config.get("lora_adaptations")
+        self.task_id = adaptations.index("text-matching") if adaptations else None
         self.tokenizer = load_tokenizer(self.folder)
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine} {self.precision}" + (" (graph as exported)" if self.raw_graph else "")
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
@@ -72,12 +91,7 @@ class BaselineModel:
     def run(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
         """Unit vectors for one batch: pad to its longest row, run, masked mean (fp32), L2."""
         ids, mask = pad_rows(seqs, self.pad_id)
-        feed = {"input_ids": ids, "attention_mask": mask}
-        if self.task_id is not None:
-            feed["task_id"] = np.array(self.task_id, dtype=np.int64)
-        if "token_type_ids" in self.inputs:
-            feed["token_type_ids"] = np.zeros_like(ids)
-        (hidden,) = self.session.run([self.output], feed)
+        hidden = self.model.run(ids, mask, self.task_id)
         unit, _ = l2_normalize(masked_mean(hidden, mask))  # the appliance's own pooling
         return unit
 
@@ -93,6 +107,32 @@ class BaselineModel:
                 out = np.empty((len(ids), vectors.shape[1]), dtype=np.float32)
             out[batch] = vectors
         return out, batches, lengths
+
+
+def _output_name(folder: Path) -> str:
+    """jina's `text_embeds` (never the decoy), else BERT's `last_hidden_state` (the appliance's rule)."""
+    from appliance.spec.modelinfo import inspect_model_folder
+
+    return inspect_model_folder(folder, None).output_name
+
+
+def _options(threads: int, spinning: bool) -> Any:
+    return ort_options(threads, stop_spinning=False, spinning=spinning)
+
+
+@dataclass
+class _RawOrt:
+    """The exported file in a plain ONNX Runtime session (no appliance rewrites)."""
+
+    session: Any
+    output_name: str
+    precision: Precision
+    name: EngineName = "onnxruntime"
+    detail: str = "onnxruntime, graph as exported"
+
+    def run(self, ids: Array, mask: Array, task_id: int | None) -> Array:
+        inputs = {i.name for i in self.session.get_inputs()}
+        return np.asarray(self.session.run([self.output_name], feed_for(inputs, ids, mask, task_id))[0])
 
 
 def saturated(model: BaselineModel, workload: Workload, budgets: Sequence[int], *, max_rows: int = 64,

@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     toml = (
         ports_toml()
         + f"[limits]\nmax_concurrent_requests = {args.max_concurrent}\nrequest_timeout_s = {args.request_timeout}\n"
-        + model_toml(MODEL, model_dir)
+        + model_toml(MODEL, model_dir, precision="fp32")
     )
     (out / "stack").mkdir(exist_ok=True)
     stack = Stack(out / "stack", toml)

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,15 @@ from appliance.testmodels.tiny_jina import build_tiny_jina
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_ASSETS_TOOL = REPO.parent / "shared" / "tools" / "test-assets" / "test-assets"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def embed_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """$EMBED_CACHE_DIR for the whole run (int8 twins, fidelity verdicts, OpenVINO's cache), never ~/.cache."""
+    path = Path(os.environ.get("EMBED_CACHE_DIR") or tmp_path_factory.mktemp("embed-cache"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EMBED_CACHE_DIR", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")

@@ -12,20 +12,25 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
 
+from appliance.compile import fidelity
+from appliance.compile.engine_choice import EngineChoice, choose_engine
 from appliance.compile.pbtxt import model_config_dict, render_pbtxt
 from appliance.compile.settings import (
     CompiledAppliance,
     CompiledModel,
+    Fidelity,
     GatewaySettings,
     TritonSettings,
     write_compiled,
 )
 from appliance.errors import ConfigError
 from appliance.gateway.auth import KeyRing
+from appliance.models.engines import EngineName, Precision, cpu_capabilities
 from appliance.pipeline.tokenize import load_tokenizer
 from appliance.spec.loader import load_spec
 from appliance.spec.modelinfo import ModelFolderError, ModelInfo, inspect_model_folder
@@ -73,8 +78,9 @@ def resolve_model_path(spec_path: str, base_dir: Path) -> Path:
     return (Path(root) if root else base_dir) / path
 
 
-def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Path) -> CompiledModel:
-    """Validate one `[[models]]` table against its folder and resolve its defaults."""
+def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Path, *, threads: int = 1,
+                  capabilities: Sequence[str] = ()) -> CompiledModel:
+    """Validate one `[[models]]` table against its folder, resolve its defaults, choose its engine."""
     key = f"models[{index}]"
     folder = resolve_model_path(spec.path, base_dir).resolve()
     try:
@@ -83,8 +89,6 @@ def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Pa
         problems = "\n    ".join(exc.problems)
         problem = f"model folder {folder} cannot be served:\n    {problems}"
         raise ConfigError(f"{key}.path", problem, _folder_fix(exc)) from None
-    if spec.quantize == "int8":
-        folder = _quantized(key, folder)
     tasks = _resolve_tasks(key, spec, info)
     default_task = _resolve_default_task(key, spec, tasks)
     instructions = {t: info.task_instructions.get(t, "") for t in tasks} if spec.task_instructions else {}
@@ -93,12 +97,18 @@ def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Pa
     max_tokens = _resolve_max_tokens(key, spec, info, specials)
     dimensions = _resolve_dimensions(key, spec, info)
     batching = spec_all.batching
+    task_ids = {t: info.lora_adaptations.index(t) for t in tasks}
+    gate = _Gate(key, folder, info, spec_all, threads=threads, capabilities=capabilities, tasks=tasks,
+                 task_ids=task_ids, instructions=instructions, max_tokens=max_tokens)
+    choice = choose_engine(key, spec, quantized_file=info.quantized, capabilities=capabilities, gate=gate)
+    served = gate.int8_folder() if choice.precision == "int8" and not info.quantized else folder
+    log.info("%s (%s): %s %s: %s", key, spec.name, choice.engine, choice.precision, choice.reason)
     return CompiledModel(
         name=spec.name,
         kind=info.kind,
-        folder=str(folder),
+        folder=str(served),
         tasks=tasks,
-        task_ids={t: info.lora_adaptations.index(t) for t in tasks},
+        task_ids=task_ids,
         default_task=default_task,
         instructions=instructions,
         max_tokens=max_tokens,
@@ -109,13 +119,76 @@ def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Pa
         output_name=info.output_name,
         max_batch_size=batching.max_batch_size,
         max_batch_tokens=batching.max_batch_tokens,
+        engine=choice.engine,
+        precision=choice.precision,
+        engine_reason=choice.reason,
+        fidelity=_fidelity(choice),
     )
 
 
-def quantize_cache_dir() -> Path:
-    """Where int8 models are kept between starts: $EMBED_CACHE_DIR, else ~/.cache/embed-appliance."""
+def _fidelity(choice: EngineChoice) -> Fidelity | None:
+    if choice.gate is None or choice.threshold is None:
+        return None
+    g = choice.gate
+    return Fidelity(min_cosine=round(g.min_cosine, 7), threshold=choice.threshold,
+                    per_task={t: round(c, 7) for t, c in g.per_task.items()}, probes=g.probes,
+                    long_tokens=g.long_tokens, seconds=g.seconds, cached=g.cached)
+
+
+class _Gate:
+    """The fidelity gate for one model, measured only when `choose_engine` asks (and cached)."""
+
+    def __init__(self, key: str, folder: Path, info: ModelInfo, spec: EmbedSpec, *, threads: int,
+                 capabilities: Sequence[str], tasks: list[str], task_ids: dict[str, int],
+                 instructions: dict[str, str], max_tokens: int) -> None:
+        self.key, self.folder, self.info, self.spec = key, folder, info, spec
+        self.threads, self.capabilities = threads, capabilities
+        self.tasks, self.task_ids, self.instructions, self.max_tokens = tasks, task_ids, instructions, max_tokens
+        self._int8: Path | None = None
+
+    def int8_folder(self) -> Path:
+        if self._int8 is None:
+            self._int8 = _quantized(self.key, self.folder)
+        return self._int8
+
+    def __call__(self, engine: EngineName, precision: Precision) -> fidelity.GateResult:
+        from appliance.compile.quantize import sha256_memo
+
+        cache = cache_root()
+        candidate = self.int8_folder() if precision == "int8" else self.folder
+        try:
+            weights = {p.name: sha256_memo(p, cache / "quantized") for p in sorted(self.folder.glob("model.onnx*"))}
+            tasks: list[str | None] = list(self.tasks) or [None]
+            key = fidelity.cache_key(weights, engine, precision, self.capabilities, tasks, self.instructions,
+                                     self.max_tokens)
+            probes = fidelity.probe_ids(self.folder / "tokenizer.json", tasks, self.instructions, self.max_tokens)
+            batching = self.spec.batching
+            return fidelity.measure(
+                reference=self.folder, candidate=candidate, engine=engine, precision=precision, key=key,
+                cache_dir=cache, probes=probes, engine_cache=engine_cache_dir(),
+                serving=fidelity.Serving(output_name=self.info.output_name, threads=self.threads,
+                                         pad_id=self.info.pad_id, task_ids=self.task_ids,
+                                         max_batch_tokens=batching.max_batch_tokens, max_rows=batching.max_batch_size),
+            )
+        except OSError as exc:
+            raise ConfigError(f"{self.key}.precision", f"the fidelity gate could not run: {exc}",
+                              "make $EMBED_CACHE_DIR a writable folder") from None
+
+
+def cache_root() -> Path:
+    """What the appliance keeps between starts: $EMBED_CACHE_DIR, else ~/.cache/embed-appliance."""
     root = os.environ.get("EMBED_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "embed-appliance" / "quantized"
+    return Path(root) if root else Path.home() / ".cache" / "embed-appliance"
+
+
+def quantize_cache_dir() -> Path:
+    """int8 twins (precision = "int8"), keyed by the weights' sha256."""
+    return cache_root() / "quantized"
+
+
+def engine_cache_dir() -> Path:
+    """OpenVINO's compiled-model cache (CACHE_DIR): a restart does not recompile."""
+    return cache_root() / "openvino"
 
 
 def _quantized(key: str, folder: Path) -> Path:
@@ -129,9 +202,9 @@ def _quantized(key: str, folder: Path) -> Path:
         return quantize_model(folder, cache).resolve()
     except (QuantizeError, OSError) as exc:
         raise ConfigError(
-            f"{key}.quantize",
+            f"{key}.precision",
             f"could not make the int8 model in {cache}: {exc}",
-            "make $EMBED_CACHE_DIR a writable folder with room for the int8 model, or remove `quantize`",
+            'make $EMBED_CACHE_DIR a writable folder with room for the int8 model, or set precision = "auto"',
         ) from None
 
 
@@ -202,11 +275,15 @@ def _resolve_dimensions(key: str, spec: ModelSpec, info: ModelInfo) -> list[int]
     return sorted(set(spec.dimensions))
 
 
-def compile_spec(spec: EmbedSpec, base_dir: Path, out: Path) -> CompiledAppliance:
+def compile_spec(spec: EmbedSpec, base_dir: Path, out: Path, *,
+                 capabilities: Sequence[str] | None = None) -> CompiledAppliance:
     """Validate the whole spec, then write the Triton repository and settings into `out`."""
-    models = [compile_model(i, m, spec, base_dir) for i, m in enumerate(spec.models)]
     instances = spec.instances
     threads = instances.threads or max(1, available_cpus() // instances.count)
+    if capabilities is None:
+        capabilities = cpu_capabilities()
+    models = [compile_model(i, m, spec, base_dir, threads=threads, capabilities=capabilities)
+              for i, m in enumerate(spec.models)]
     repo = out / "triton"
     if repo.exists():
         shutil.rmtree(repo)
@@ -262,6 +339,9 @@ def _write_triton_model(repo: Path, model: CompiledModel, spec: EmbedSpec, threa
         "pad_id": str(model.pad_id),
         "intra_op_threads": str(threads),
         "max_batch_tokens": str(spec.batching.max_batch_tokens),
+        "engine": model.engine,
+        "precision": model.precision,
+        "engine_cache_dir": str(engine_cache_dir()),
     }
     config = model_config_dict(
         model,

@@ -70,7 +70,7 @@ def quantize_model(source_folder: Path, cache_dir: Path) -> Path:
         raise QuantizeError(f"{model} not found: nothing to quantize")
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    hashes = {name: _sha256_memo(source / name, cache) for name in (MODEL_FILE, DATA_FILE)
+    hashes = {name: sha256_memo(source / name, cache) for name in (MODEL_FILE, DATA_FILE)
               if (source / name).is_file()}
     key = cache_key(hashes)
     final = cache / f"int8-{key[:24]}"
@@ -177,7 +177,7 @@ def _write_manifest(out: Path, source: Path, hashes: dict[str, str], key: str, s
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
-def _sha256_memo(path: Path, cache: Path) -> str:
+def sha256_memo(path: Path, cache: Path) -> str:
     """sha256 of `path`, remembered in `cache` by (path, size, mtime_ns, inode)."""
     stat = path.stat()
     stamp = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}

@@ -13,6 +13,18 @@ import msgspec
 from appliance.spec.schema import ApiKeySpec, BatchingSpec, LimitsSpec, ModelKind
 
 
+class Fidelity(msgspec.Struct, frozen=True, kw_only=True):
+    """The fidelity gate's measurement behind a non-fp32 precision (appliance/compile/fidelity.py)."""
+
+    min_cosine: float
+    threshold: float
+    per_task: dict[str, float]
+    probes: int
+    long_tokens: int
+    seconds: float
+    cached: bool
+
+
 class CompiledModel(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     kind: ModelKind
@@ -29,6 +41,10 @@ class CompiledModel(msgspec.Struct, frozen=True, kw_only=True):
     output_name: str
     max_batch_size: int
     max_batch_tokens: int
+    engine: str = "onnxruntime"
+    precision: str = "fp32"
+    engine_reason: str = ""
+    fidelity: Fidelity | None = None
 
     @property
     def tokenizer_path(self) -> Path:

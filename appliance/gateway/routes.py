@@ -14,6 +14,7 @@ from litestar.types import Scope
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from appliance import __version__
+from appliance.compile.settings import CompiledModel
 from appliance.errors import (
     InvalidRequestError,
     ModelNotFoundError,
@@ -30,6 +31,8 @@ from appliance.gateway.schemas import (
     Embedding,
     EmbeddingRequest,
     EmbeddingResponse,
+    EngineInfo,
+    FidelityInfo,
     Info,
     ModelCard,
     ModelInfo,
@@ -197,7 +200,7 @@ async def info(state: State) -> Response[bytes]:
         ModelInfo(
             name=p.model.name, kind=p.model.kind, tasks=p.model.tasks, default_task=p.model.default_task,
             task_instructions=p.model.instructions, dimensions=p.model.dimensions,
-            max_tokens=p.model.max_tokens, hidden_size=p.model.hidden_size,
+            max_tokens=p.model.max_tokens, hidden_size=p.model.hidden_size, engine=_engine_info(p.model),
         )
         for p in state.pipelines.values()
     ]
@@ -206,6 +209,17 @@ async def info(state: State) -> Response[bytes]:
             version=__version__, models=models, batching=settings.batching, limits=settings.limits,
             instance_count=settings.instance_count, threads_per_instance=settings.threads_per_instance,
         )
+    )
+
+
+def _engine_info(model: CompiledModel) -> EngineInfo:
+    gate = model.fidelity
+    return EngineInfo(
+        name=model.engine, precision=model.precision, reason=model.engine_reason,
+        fidelity=None if gate is None else FidelityInfo(
+            min_cosine=gate.min_cosine, threshold=gate.threshold, per_task=gate.per_task, probes=gate.probes,
+            long_tokens=gate.long_tokens,
+        ),
     )
 
 

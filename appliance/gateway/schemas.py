@@ -103,6 +103,26 @@ class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
     dimensions: list[int]
     max_tokens: int
     hidden_size: int
+    engine: EngineInfo
+
+
+class FidelityInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """The fidelity gate's measurement: min cosine of the probe set to ONNX Runtime fp32."""
+
+    min_cosine: float
+    threshold: float
+    per_task: dict[str, float]
+    probes: int
+    long_tokens: int
+
+
+class EngineInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Which engine runs the model, at which precision, and why (`auto`'s reasoning)."""
+
+    name: str
+    precision: str
+    reason: str
+    fidelity: FidelityInfo | None
 
 
 class Info(msgspec.Struct, frozen=True, kw_only=True):

@@ -48,6 +48,9 @@ def _config_error(message: str) -> ConfigError:
     where = path or ""
     if unknown := _UNKNOWN_RE.match(detail):
         key = _join(where, unknown.group("field"))
+        if where.startswith("models[") and unknown.group("field") == "quantize":
+            return ConfigError(key, "`quantize` was replaced by `precision`",
+                               'write precision = "int8" instead (quantize = "none" is precision = "fp32")')
         valid = ", ".join(_fields_at(where))
         return ConfigError(key, "unknown key", f"remove it or correct its spelling; valid keys here: {valid}")
     if missing := _MISSING_RE.match(detail):

@@ -7,6 +7,7 @@ external-data file is checked by size, never loaded (jina-v3's is 2.3 GB).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,24 @@ class ModelFolderError(Exception):
         self.truncated = truncated
 
 
+# Ops of a graph that is already quantized (ONNX Runtime's dynamic int8, QDQ or QOperator files).
+QUANTIZED_OPS = frozenset({
+    "MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "ConvInteger", "QLinearConv",
+    "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QuantizeLinear", "DequantizeLinear", "QAttention",
+})
+
+
+# ...or weights stored as int8 and cast up at run time (the demo's all-MiniLM file).
+_INT8_TYPES = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+_WEIGHT_MIN_ELEMENTS = 4096
+
+
 @dataclass(frozen=True)
 class OnnxInterface:
     inputs: dict[str, tuple[int, list[int | str]]]
     outputs: dict[str, tuple[int, list[int | str]]]
     external_files: dict[str, int]
+    quantized: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,7 @@ class ModelInfo:
     pad_id: int
     output_name: str
     input_names: list[str]
+    quantized: bool = False  # the file already holds int8 ops (e.g. the demo's all-MiniLM)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -89,7 +104,10 @@ def read_onnx_interface(model_path: Path) -> OnnxInterface:
             info = ExternalDataInfo(tensor)
             end = (info.offset or 0) + (info.length or 0)
             needed[info.location] = max(needed.get(info.location, 0), end)
-    return OnnxInterface(describe(proto.graph.input), describe(proto.graph.output), needed)
+    quantized = any(node.op_type in QUANTIZED_OPS for node in proto.graph.node) or any(
+        t.data_type in _INT8_TYPES and math.prod(t.dims) >= _WEIGHT_MIN_ELEMENTS for t in proto.graph.initializer
+    )
+    return OnnxInterface(describe(proto.graph.input), describe(proto.graph.output), needed, quantized)
 
 
 def _all_initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
@@ -153,6 +171,7 @@ def inspect_model_folder(folder: Path, kind: ModelKind | None) -> ModelInfo:
         pad_id=int(config.get("pad_token_id") or 0),
         output_name=output_name,
         input_names=list(iface.inputs),
+        quantized=iface.quantized,
     )
 
 

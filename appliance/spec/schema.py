@@ -17,6 +17,9 @@ ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^
 Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{64}$")]
 EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 ModelKind = Literal["jina-v3", "sentence-transformer"]
+EngineSetting = Literal["auto", "onnxruntime", "openvino"]
+PrecisionSetting = Literal["auto", "fp32", "bf16", "int8"]
+Cosine = Annotated[float, msgspec.Meta(gt=0.0, le=1.0)]
 
 
 class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -48,9 +51,15 @@ class ModelSpec(Base, frozen=True):
     task_instructions: bool = True
     max_tokens: PositiveInt | None = None
     dimensions: list[PositiveInt] | None = None
-    # "int8": serve ONNX Runtime's dynamic int8 quantization of the model, made once at compile
-    # time and cached (keyed by the weights' sha256) under $EMBED_CACHE_DIR.
-    quantize: Literal["none", "int8"] = "none"
+    # Which engine runs the model, at which precision. "auto" picks, on this CPU, the fastest choice
+    # that passes the fidelity gate: bf16 on OpenVINO where the CPU runs bf16 natively, else fp32
+    # on ONNX Runtime; never int8; an already quantized file stays on ONNX Runtime (README,
+    # "Engines and precision"). "int8" is ONNX Runtime's dynamic quantization, made once and cached.
+    engine: EngineSetting = "auto"
+    precision: PrecisionSetting = "auto"
+    # The fidelity gate: the smallest cosine allowed between the probe set's vectors at the served
+    # precision and at ONNX Runtime fp32 (default 0.9999 for bf16, 0.99 for int8).
+    min_cosine: Cosine | None = None
 
 
 class BatchingSpec(Base, frozen=True):

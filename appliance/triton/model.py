@@ -1,4 +1,4 @@
-"""The Triton Python-backend model: one ONNX Runtime session per instance.
+"""The Triton Python-backend model: one engine (ONNX Runtime or OpenVINO) per instance.
 
 Triton's dynamic batcher hands `execute` requests from many clients at once,
 each a padded block [n, L] of token ids with the real LENGTHS and, for jina-v3,
@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from appliance.models.graph import open_session
+from appliance.models.engines import open_engine
 from appliance.pipeline.packing import pack_by_length, pad_rows
 from appliance.pipeline.pooling import l2_normalize, masked_mean, span_means
 
@@ -41,21 +40,17 @@ class TritonPythonModel:
         self.pad_id = int(params["pad_id"])
         self.max_batch_tokens = int(params["max_batch_tokens"])
         self.max_rows = int(config["max_batch_size"])
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params["intra_op_threads"])
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Workers spin inside a run (a short query is ~1.5 ms faster than with blocking
-        # waits) but stop the moment the run returns, so idle instances burn no core that
-        # another instance or the gateway needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-        options.add_session_config_entry("session.force_spinning_stop", "1")
         model_path = Path(params["model_dir"]) / "model.onnx"
-        self.session, rewrites = open_session(model_path, options)
-        if rewrites:
-            pb_utils.Logger.log_info(f"{model_path}: {rewrites} (appliance/models/graph.py)")
-        self.input_names = {i.name for i in self.session.get_inputs()}
+        cache = params.get("engine_cache_dir")
+        self.engine = open_engine(
+            model_path,
+            engine=params.get("engine", "onnxruntime"),
+            precision=params.get("precision", "fp32"),
+            output_name=self.output_name,  # by NAME: jina's output 1 is a decoy
+            threads=int(params["intra_op_threads"]),
+            cache_dir=Path(cache) if cache else None,
+        )
+        pb_utils.Logger.log_info(f"{model_path}: {self.engine.detail}")
         self.metric_families, self.counters = _counters(config["name"])
         # Counted by `execute`, sent to Triton by a thread of their own: each update is an IPC
         # round trip (~0.08 ms), and four of them in `execute` were ~0.3 ms of every answer.
@@ -130,12 +125,7 @@ class TritonPythonModel:
 
     def _run(self, sequences: list[Array], task_id: int) -> tuple[Array, Array]:
         ids, mask = pad_rows(sequences, self.pad_id)
-        feed = {"input_ids": ids, "attention_mask": mask}
-        if "task_id" in self.input_names:
-            feed["task_id"] = np.array(task_id, dtype=np.int64)  # 0-d: one task per run
-        if "token_type_ids" in self.input_names:
-            feed["token_type_ids"] = np.zeros_like(ids)
-        (hidden,) = self.session.run([self.output_name], feed)  # by NAME: output 1 is a decoy
+        hidden = self.engine.run(ids, mask, task_id)  # jina's task_id: one 0-d scalar per run
         with self.pending_lock:
             for name, value in (("runs", 1), ("rows", len(sequences)), ("real", int(mask.sum())),
                                 ("computed", mask.size)):
@@ -164,7 +154,7 @@ class TritonPythonModel:
         self.flusher.join(timeout=10)
         self.counters = {}  # metrics before their families
         self.metric_families = []
-        self.session = None
+        del self.engine
 
 
 def _counters(model: str) -> tuple[list[Any], dict[str, Any]]:

@@ -115,9 +115,9 @@ def api(tmp_path_factory: pytest.TempPathFactory, tiny_jina_dir: Path, demo_mode
         + _table("batching", MAIN_BATCHING)
         + "[auth]\n"
         + f'keys = [{{name = "api-tests", key = "{API_KEY}"}}]\n'
-        + model_toml(TINY, tiny_jina_dir)
+        + model_toml(TINY, tiny_jina_dir, precision="fp32")
         + model_toml(DEMO, demo_model_dir)
-        + model_toml(PLAIN, tiny_jina_dir, task_instructions=False, default_task="retrieval.query",
+        + model_toml(PLAIN, tiny_jina_dir, precision="fp32", task_instructions=False, default_task="retrieval.query",
                      dimensions=[32])
     )
     yield from _start(tmp_path_factory.mktemp("api-main"), toml, API_KEY)
@@ -128,7 +128,7 @@ def tight(tmp_path_factory: pytest.TempPathFactory, tiny_jina_dir: Path, demo_mo
     toml = (
         ports_toml()
         + _table("limits", TIGHT_LIMITS)
-        + model_toml(TINY16, tiny_jina_dir, max_tokens=SHORT_MAX_TOKENS)
+        + model_toml(TINY16, tiny_jina_dir, precision="fp32", max_tokens=SHORT_MAX_TOKENS)
         + model_toml(DEMO16, demo_model_dir, max_tokens=SHORT_MAX_TOKENS)
     )
     yield from _start(tmp_path_factory.mktemp("api-tight"), toml, None)

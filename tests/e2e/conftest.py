@@ -253,7 +253,7 @@ def main_stack(
         ports_toml()
         + BATCHING_TOML
         + _auth_toml()
-        + model_toml(TINY, tiny_jina_dir)
+        + model_toml(TINY, tiny_jina_dir, precision="fp32")
         + model_toml(DEMO, demo_model_dir)
     )
     stack = Stack(tmp_path_factory.mktemp("main-stack"), toml, env={KEY_ENV_VAR: ENV_KEY})
@@ -272,7 +272,7 @@ def e5_ref(e5_small_jina_dir: Path) -> Reference:
 @pytest.fixture(scope="session")
 def e5_stack(tmp_path_factory: pytest.TempPathFactory, e5_small_jina_dir: Path) -> Iterator[Served]:
     """Real multilingual-e5-small weights behind jina's interface; no keys (an open API)."""
-    toml = ports_toml() + model_toml(E5, e5_small_jina_dir)
+    toml = ports_toml() + model_toml(E5, e5_small_jina_dir, precision="fp32")
     stack = Stack(tmp_path_factory.mktemp("e5-stack"), toml).start()
     try:
         yield Served(stack, key=None)

@@ -35,7 +35,7 @@ TOML = "[batching]\nmax_batch_tokens = 64\n[instances]\ncount = 1\n"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, tiny_jina_dir: Path) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("back-to-back"), ports_toml() + TOML + model_toml(TINY, tiny_jina_dir))
+    stack = Stack(tmp_path_factory.mktemp("back-to-back"), ports_toml() + TOML + model_toml(TINY, tiny_jina_dir, precision="fp32"))
     stack.start()
     try:
         yield stack

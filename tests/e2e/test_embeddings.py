@@ -534,7 +534,7 @@ def test_serve_with_a_folder_missing_model_onnx_data_exits_at_once_listing_the_m
     for source in tiny_jina_dir.iterdir():
         if source.name not in missing:
             (folder / source.name).symlink_to(source)
-    toml = ports_toml() + model_toml(TINY, folder)
+    toml = ports_toml() + model_toml(TINY, folder, precision="fp32")
     config = tmp_path / "embed.toml"
     config.write_text(toml)
     ports = [

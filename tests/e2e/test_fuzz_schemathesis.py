@@ -52,7 +52,7 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory, tiny_jina_dir: Path) ->
     toml = (
         ports_toml()
         + f'[auth]\nkeys = [{{name = "fuzzer", env = "{KEY_ENV_VAR}"}}]\n'
-        + model_toml(MODEL, tiny_jina_dir)
+        + model_toml(MODEL, tiny_jina_dir, precision="fp32")
     )
     stack = Stack(tmp_path_factory.mktemp("fuzz"), toml, env={KEY_ENV_VAR: KEY}).start()
     try:

@@ -282,7 +282,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, tiny_jina_dir: Path) -> It
         server_section(log_format="json")
         + limits_section(**GUARDED_LIMITS)
         + guarded_auth_toml()
-        + model_toml(TINY, tiny_jina_dir)
+        + model_toml(TINY, tiny_jina_dir, precision="fp32")
     )
     yield from running_stack(tmp_path_factory.mktemp("guarded"), toml, env={ENV_VAR: ENV_KEY})
 
@@ -614,7 +614,7 @@ def test_triton_refusals_from_its_queue_policy_become_429_when_full_and_503_on_q
     """The gateway admits everything (64); Triton's queue (2 deep, 200 ms) is the bound that bites."""
     toml = (server_section()
             + limits_section(max_concurrent_requests=64, triton_max_queue_size=2, triton_queue_timeout_ms=200)
-            + "[batching]\nmax_batch_tokens = 16384\n[instances]\ncount = 1\n" + model_toml(TINY, tiny_jina_dir))
+            + "[batching]\nmax_batch_tokens = 16384\n[instances]\ncount = 1\n" + model_toml(TINY, tiny_jina_dir, precision="fp32"))
     stack = Stack(tmp_path, toml).start()
     running = Running(stack)
     try:
@@ -665,7 +665,7 @@ def test_triton_refusals_from_its_queue_policy_become_429_when_full_and_503_on_q
 def hasty(tmp_path_factory: pytest.TempPathFactory, tiny_jina_dir: Path) -> Iterator[Running]:
     """A stack whose requests must be answered within 50 ms, one at a time."""
     toml = (server_section() + limits_section(request_timeout_s=0.05, max_concurrent_requests=1)
-            + model_toml(TINY, tiny_jina_dir))
+            + model_toml(TINY, tiny_jina_dir, precision="fp32"))
     yield from running_stack(tmp_path_factory.mktemp("hasty"), toml)
 
 
@@ -701,7 +701,7 @@ def test_a_request_over_request_timeout_s_ends_in_a_fast_504_never_a_hang(
 @pytest.fixture(scope="module")
 def crashable(tmp_path_factory: pytest.TempPathFactory, tiny_jina_dir: Path) -> Iterator[Running]:
     """Open API, text logs, 10 s request timeout; its tritonserver and gateway get killed."""
-    toml = server_section() + limits_section(request_timeout_s=10) + model_toml(TINY, tiny_jina_dir)
+    toml = server_section() + limits_section(request_timeout_s=10) + model_toml(TINY, tiny_jina_dir, precision="fp32")
     # Orphans of the killed tritonserver are asserted on by the crash test; here they are only reaped.
     yield from running_stack(tmp_path_factory.mktemp("crashable"), toml, leftovers_ok=True)
 
@@ -883,7 +883,7 @@ def test_kill_9_of_the_gateway_is_restarted_by_supervisord_and_ready_again(
 def test_sigterm_drains_in_flight_requests_then_the_whole_tree_exits(
     tmp_path: Path, tiny_jina_dir: Path, expected: Expected, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    toml = server_section() + model_toml(TINY, tiny_jina_dir)
+    toml = server_section() + model_toml(TINY, tiny_jina_dir, precision="fp32")
     stack = Stack(tmp_path, toml).start()
     running = Running(stack)
     try:
@@ -967,7 +967,7 @@ def test_a_key_removed_from_embed_toml_is_refused_after_a_restart_and_log_inputs
 
     def toml(entries: list[tuple[str, str]]) -> str:
         table = "[auth]\nkeys = [\n" + "".join(f'  {{name = "{n}", key = "{k}"}},\n' for n, k in entries) + "]\n"
-        return ports + table + model_toml(TINY, tiny_jina_dir)
+        return ports + table + model_toml(TINY, tiny_jina_dir, precision="fp32")
 
     stack = Stack(tmp_path, toml(keys)).start()
     running = Running(stack)

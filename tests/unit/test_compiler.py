@@ -511,8 +511,9 @@ def test_relative_model_paths_resolve_against_embed_model_root_when_set(
 # --- config.pbtxt: structure and golden files ---------------------------------------------------
 
 GOLDEN_CONFIGS = {
-    "tiny-jina": (
+    "tiny-jina": (  # fp32 forced: `auto` depends on the CPU (tests/unit/test_engine_choice.py)
         "tiny_jina_dir",
+        'precision = "fp32"\n'
         "[batching]\nmax_batch_size = 32\npreferred_batch_sizes = [8, 16]\n"
         "max_queue_delay_us = 500\nmax_batch_tokens = 4096\n"
         "[instances]\ncount = 2\nthreads = 1\n",
@@ -526,7 +527,7 @@ def render_for_golden(
 ) -> tuple[str, Path]:
     fixture, extra = GOLDEN_CONFIGS[name]
     folder: Path = request.getfixturevalue(fixture)
-    spec = parse_spec(model_toml(folder, name) + extra)
+    spec = parse_spec(model_toml(folder, name, extra))
     compile_spec(spec, tmp_path, tmp_path / "out")
     text = (tmp_path / "out" / "triton" / name / "config.pbtxt").read_text(encoding="utf-8")
     return text, folder.resolve()
@@ -538,7 +539,7 @@ def test_config_pbtxt_matches_its_golden_file(
 ) -> None:
     text, folder = render_for_golden(tmp_path, name, request)
     assert str(folder) in text
-    pinned = text.replace(str(folder), "<MODEL_DIR>")
+    pinned = text.replace(str(folder), "<MODEL_DIR>").replace(os.environ["EMBED_CACHE_DIR"], "<CACHE_DIR>")
     golden = GOLDEN / f"{name}.pbtxt"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.parent.mkdir(exist_ok=True)
@@ -580,6 +581,9 @@ def test_jina_config_pbtxt_declares_the_ragged_python_backend_interface(
         (2, model_config_pb2.ModelInstanceGroup.KIND_CPU)
     ]
     assert parameters(config) == {
+        "engine": "onnxruntime",
+        "engine_cache_dir": os.environ["EMBED_CACHE_DIR"] + "/openvino",
+        "precision": "fp32",
         "intra_op_threads": "1",
         "kind": "jina-v3",
         "max_batch_tokens": "4096",
@@ -630,24 +634,37 @@ def test_no_request_waits_in_tritons_queue_longer_than_the_gateway_waits_for_it(
     assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
 
 
-def test_quantize_int8_serves_a_cached_int8_twin_of_the_folder_without_touching_the_source(
+def test_precision_int8_serves_a_cached_int8_twin_of_the_folder_without_touching_the_source(
     tmp_path: Path, tiny_jina_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EMBED_CACHE_DIR", str(tmp_path / "cache"))
     before = sorted(p.name for p in tiny_jina_dir.iterdir())
-    compiled = compile_text(tmp_path, model_toml(tiny_jina_dir, extra='quantize = "int8"\n'))
-    folder = Path(compiled.gateway.models[0].folder)
-    assert folder.parent == (tmp_path / "cache").resolve()
+    int8 = 'precision = "int8"\nmin_cosine = 0.9\n'  # random tiny weights: the real-weights bound is in test_quantize
+    compiled = compile_text(tmp_path, model_toml(tiny_jina_dir, extra=int8))
+    model = compiled.gateway.models[0]
+    folder = Path(model.folder)
+    assert (model.engine, model.precision) == ("onnxruntime", "int8")
+    assert model.fidelity is not None and model.fidelity.threshold == 0.9
+    assert folder.parent == (tmp_path / "cache" / "quantized").resolve()
     assert folder != tiny_jina_dir.resolve()
     pbtxt = (tmp_path / "out" / "triton" / "m" / "config.pbtxt").read_text()
     assert f'string_value: "{folder}"' in pbtxt
     quantized = onnx.load(str(folder / "model.onnx"))
     assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for node in quantized.graph.node)
     assert sorted(p.name for p in tiny_jina_dir.iterdir()) == before
-    again = compile_text(tmp_path, model_toml(tiny_jina_dir, extra='quantize = "int8"\n'))
+    again = compile_text(tmp_path, model_toml(tiny_jina_dir, extra=int8))
     assert again.gateway.models[0].folder == str(folder)
+    assert again.gateway.models[0].fidelity.cached  # type: ignore[union-attr]
 
 
-def test_quantize_rejects_an_unknown_scheme_naming_the_key(tmp_path: Path, tiny_jina_dir: Path) -> None:
-    error = compile_error(tmp_path, model_toml(tiny_jina_dir, extra='quantize = "int4"\n'))
+def test_the_old_quantize_key_is_refused_naming_precision_as_its_replacement(
+    tmp_path: Path, tiny_jina_dir: Path
+) -> None:
+    error = compile_error(tmp_path, model_toml(tiny_jina_dir, extra='quantize = "int8"\n'))
     assert error.key == "models[0].quantize"
+    assert 'precision = "int8"' in str(error)
+
+
+def test_precision_rejects_an_unknown_scheme_naming_the_key(tmp_path: Path, tiny_jina_dir: Path) -> None:
+    error = compile_error(tmp_path, model_toml(tiny_jina_dir, extra='precision = "int4"\n'))
+    assert error.key == "models[0].precision"
