@@ -56,6 +56,7 @@ class BaselineModel:
     engine: EngineName = "onnxruntime"
     precision: Precision = "fp32"
     cache_dir: Path | None = None  # OpenVINO's compiled-model cache
+    ov_strip_nan_guards: bool = True  # as served; bench/openvino_graph.py measures without
 
     def __post_init__(self) -> None:
         started = time.perf_counter()
@@ -63,7 +64,7 @@ class BaselineModel:
         self.rewrites = Rewrites()
         if self.engine == "openvino":
             self.model: Engine = OpenVinoEngine(self.folder / "model.onnx", output, self.threads, self.precision,
-                                                cache_dir=self.cache_dir)
+                                                cache_dir=self.cache_dir, strip_nan_guards=self.ov_strip_nan_guards)
         elif self.raw_graph:
             import onnxruntime as ort
 
