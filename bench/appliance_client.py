@@ -219,9 +219,13 @@ def triton_model_load_s(log: str) -> float | None:
 
 
 def start_appliance(model_dir: Path, workdir: Path, *, toml_extra: str = "", ready_deadline_s: float = 300.0,
-                    ort_load_s: float | None = None) -> RunningAppliance:
-    """`appliance serve` on free loopback ports; times `serve` -> first 200 from /ready."""
-    toml = ports_toml() + toml_extra + model_toml(APPLIANCE_MODEL, model_dir, task_instructions=False)
+                    ort_load_s: float | None = None, model_extra: dict[str, object] | None = None) -> RunningAppliance:
+    """`appliance serve` on free loopback ports; times `serve` -> first 200 from /ready.
+
+    `model_extra`: more keys of the `[[models]]` table (`engine`, `precision`); `ort_load_s`: the
+    in-process load time of the same engine and file, taken as the model load."""
+    toml = ports_toml() + toml_extra + model_toml(APPLIANCE_MODEL, model_dir, task_instructions=False,
+                                                  **(model_extra or {}))
     workdir.mkdir(parents=True, exist_ok=True)
     stack = Stack(workdir, toml)
     started = time.monotonic()

@@ -173,6 +173,12 @@ class _Gate:
         except OSError as exc:
             raise ConfigError(f"{self.key}.precision", f"the fidelity gate could not run: {exc}",
                               "make $EMBED_CACHE_DIR a writable folder") from None
+        except Exception as exc:  # noqa: BLE001 - either engine's own error types; the gate must not crash start-up
+            raise ConfigError(
+                f"{self.key}.path", f"the model could not be run for the fidelity gate ({engine} {precision}): "
+                f"{type(exc).__name__}: {str(exc)[:500]}",
+                f'check the folder with `appliance verify {self.folder}`, or set {self.key}.precision = "fp32"',
+            ) from None
 
 
 def cache_root() -> Path:

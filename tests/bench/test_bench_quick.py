@@ -25,16 +25,17 @@ LOOP = {"concurrency", "requests", "requests_planned", "complete", "wall_s", "to
         "embeddings_per_s", "errors", "foreign_cpu_share", *LATENCY}
 TOP = {"schema", "command", "quick", "started_at", "machine", "settings", "targets", "models", "int8_over_fp32",
        "noise", "seconds", "plot"}
-MACHINE = {"cpu_model", "cpus_available", "onnxruntime", "python"}
-TARGETS = {"saturated_vs_baseline", "added_idle_latency_ms", "padding_efficiency", "saturated_vs_infinity",
+MACHINE = {"cpu_model", "cpu_flags", "openvino_capabilities", "cpus_available", "onnxruntime", "openvino", "python"}
+TARGETS = {"saturated_vs_twin", "added_idle_latency_ms", "padding_efficiency", "saturated_vs_infinity",
            "startup_excluding_model_load_s"}
+ENTRY_TARGETS = TARGETS | {"gain_vs_ort_fp32_baseline"}
 
 
 def run_quick(tmp_path: Path, *args: str) -> dict[str, Any]:
     out = tmp_path / "results"
     # no --workdir: the stacks run in a short /tmp dir (supervisord's AF_UNIX socket path is <= 107 bytes)
     command = [sys.executable, "-m", "bench.run", "--quick", "--out", str(out),
-               "--quantize-cache", str(tmp_path / "qcache"), *args]
+               "--cache-dir", str(tmp_path / "cache"), *args]
     done = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{command}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     assert "JSON:" in done.stdout and "target" in done.stdout, done.stdout[-2000:]
@@ -64,9 +65,10 @@ def check_result(result: dict[str, Any], *, infinity: bool) -> dict[str, Any]:
     assert MACHINE <= set(result["machine"])
     assert result["machine"]["cpu_model"]
     assert set(result["targets"]) == TARGETS
-    (entry,) = result["models"]
-    assert {"model", "path", "served_folder", "variant", "workload", "baseline", "appliance", "infinity",
-            "ratios", "targets"} <= set(entry)
+    entry = result["models"][0]
+    assert {"model", "path", "served_folder", "variant", "engine", "precision", "engine_reason", "fidelity",
+            "workload", "baseline", "baseline_exported", "twin", "appliance", "infinity", "compute", "ratios",
+            "targets"} <= set(entry)
     workload = entry["workload"]
     assert workload["items"] == 48 and workload["total_tokens"] > 0
     assert set(workload["mix"]) == {"short", "passage", "long"}
@@ -88,11 +90,17 @@ def check_result(result: dict[str, Any], *, infinity: bool) -> dict[str, Any]:
     assert 0 < padding["saturated_point"] <= 1 and 0 < padding["mixed_workload"] <= 1
     assert set(padding["by_request_size"]) == {"1", "8"}
 
+    twin = entry["twin"]
+    assert twin.get("same_as_baseline") or {"saturated", "idle_single", "engine", "precision"} <= set(twin)
+    compute = entry["compute"]
+    assert compute["flops_per_token"] > 0 and set(compute["peak_gflops"]) == {"fp32", "bf16", "int8"}
+    assert {"baseline", "twin", "appliance"} <= set(compute["achieved"])
+
     ratios = entry["ratios"]
-    assert {"appliance_over_baseline", "appliance_over_infinity", "added_idle_latency_ms",
-            "added_idle_latency_httpx_ms"} <= set(ratios)
-    assert ratios["appliance_over_baseline"] is not None
-    assert set(entry["targets"]) == TARGETS
+    assert {"appliance_over_baseline", "appliance_over_twin", "twin_over_baseline", "appliance_over_infinity",
+            "added_idle_latency_ms", "added_idle_latency_httpx_ms"} <= set(ratios)
+    assert ratios["appliance_over_baseline"] is not None and ratios["appliance_over_twin"] is not None
+    assert set(entry["targets"]) == ENTRY_TARGETS
     for target in entry["targets"].values():
         assert {"value", "target", "met"} == set(target)
     if infinity:
@@ -102,9 +110,16 @@ def check_result(result: dict[str, Any], *, infinity: bool) -> dict[str, Any]:
 
 
 def test_quick_run_baseline_and_appliance(tiny_jina_dir: Path, tmp_path: Path) -> None:
-    result = run_quick(tmp_path, "--model", str(tiny_jina_dir), "--systems", "baseline,appliance")
+    """`auto` and ONNX Runtime fp32 forced: each with its in-process twin and the appliance."""
+    result = run_quick(tmp_path, "--model", str(tiny_jina_dir), "--systems", "baseline,appliance",
+                       "--engines", "auto,onnxruntime:fp32")
     entry = check_result(result, infinity=False)
     assert entry["infinity"] == {"skipped": "not asked"}
+    auto, fp32 = result["models"]
+    assert (auto["variant"], fp32["variant"]) == ("auto", "onnxruntime:fp32")
+    assert (fp32["engine"], fp32["precision"]) == ("onnxruntime", "fp32") and fp32["twin"]["same_as_baseline"]
+    if auto["precision"] == "bf16":
+        assert auto["twin"]["engine"] == "openvino" and auto["fidelity"]["min_cosine"] >= 0.9999
     assert result["plot"].endswith(".png") or result["plot"].startswith("skipped:")
 
 

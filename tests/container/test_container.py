@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from openai import AuthenticationError, OpenAI
 
+from appliance.models.engines import cpu_capabilities
 from tests.container.conftest import MEASUREMENTS
 from tests.support.reference import Reference
 from tests.support.stack import ports_toml
@@ -163,14 +164,23 @@ def _wait_ready(podman: Podman, name: str, base_url: str) -> float:
 
 
 def test_embeddings_through_the_openai_client_match_a_reference(running: Running, tiny_jina_dir: Path) -> None:
+    """The image serves with the default engine and precision (`auto`): bf16 on OpenVINO where the
+    CPU runs bf16 natively (then within the fidelity gate's cosine), else fp32 (then within 1e-4)."""
+    info = httpx.get(f"{running.base_url}/info", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10).json()
+    engine = info["models"][0]["engine"]
     client = OpenAI(base_url=f"{running.base_url}/v1", api_key=API_KEY, max_retries=0)
     texts = ["The cat sits on the mat.", "Ein Hund läuft im Park."]
     response = client.embeddings.create(model=MODEL_NAME, input=texts, encoding_format="float")
     reference = Reference(tiny_jina_dir)
     for text, item in zip(texts, response.data, strict=True):
         expected = reference.embed(text, "text-matching")  # the default task
-        np.testing.assert_allclose(np.array(item.embedding), expected, atol=1e-4)
+        if engine["precision"] == "bf16":
+            assert float(np.array(item.embedding) @ expected) >= engine["fidelity"]["threshold"]
+        else:
+            np.testing.assert_allclose(np.array(item.embedding), expected, atol=1e-4)
     assert response.model == MODEL_NAME
+    expected_engine = ("openvino", "bf16") if "BF16" in cpu_capabilities() else ("onnxruntime", "fp32")
+    assert (engine["name"], engine["precision"]) == expected_engine, engine
 
 
 def test_the_api_key_comes_from_the_environment_passed_to_podman_run(running: Running) -> None:

@@ -719,8 +719,12 @@ def test_info_lists_tasks_dimensions_max_tokens_batching_and_instances_as_compil
     assert models[TINY] == {
         "name": TINY, "kind": "jina-v3", "tasks": list(JINA_TASKS), "default_task": "text-matching",
         "task_instructions": tiny_instructions, "dimensions": TINY_DIMS, "max_tokens": 8192, "hidden_size": 64,
+        "engine": {"name": "onnxruntime", "precision": "fp32", "reason": "precision = fp32 on onnxruntime (engine "
+                   "auto: ONNX Runtime fp32 measured as fast as OpenVINO f32)", "fidelity": None},
     }
     assert models[DEMO]["kind"] == "sentence-transformer"
+    assert (models[DEMO]["engine"]["name"], models[DEMO]["engine"]["precision"]) == ("onnxruntime", "int8")
+    assert "already quantized" in models[DEMO]["engine"]["reason"]
     assert models[DEMO]["tasks"] == [] and models[DEMO]["default_task"] is None
     assert models[DEMO]["dimensions"] == [DEMO_HIDDEN] and models[DEMO]["hidden_size"] == DEMO_HIDDEN
     assert models[DEMO]["max_tokens"] == refs[DEMO].config["max_position_embeddings"] - 2

@@ -933,7 +933,7 @@ def test_a_model_that_fails_to_load_in_onnx_runtime_stops_the_appliance_without_
     _break_graph(broken)
     workdir = tmp_path / "stack"
     workdir.mkdir()
-    stack = Stack(workdir, server_section() + model_toml(TINY, broken)).start(wait=False)
+    stack = Stack(workdir, server_section() + model_toml(TINY, broken, precision="fp32")).start(wait=False)
     assert stack.process is not None
     started = time.monotonic()
     try:
