@@ -71,8 +71,9 @@ QUANTIZE_VARIANTS = {"fp32": ["onnxruntime:fp32"], "int8": ["onnxruntime:int8"],
 # Appliance batching for the run: the product's own defaults (embed.toml's [batching] with nothing
 # set), written out so the JSON says what ran; --queue-delay-us / --max-batch-tokens override.
 _DEFAULTS = BatchingSpec()
-BATCHING = {"max_batch_size": _DEFAULTS.max_batch_size, "max_queue_delay_us": _DEFAULTS.max_queue_delay_us,
-            "max_batch_tokens": _DEFAULTS.max_batch_tokens}
+# max_batch_tokens is left to the compiler (per engine) unless --max-batch-tokens sets it.
+BATCHING: dict[str, int] = {"max_batch_size": _DEFAULTS.max_batch_size,
+                            "max_queue_delay_us": _DEFAULTS.max_queue_delay_us}
 
 
 def asset_dirs() -> list[Path]:
@@ -304,7 +305,7 @@ class Bench:
         return {"idle_single": idle, "idle_single_lean_client": lean, "grid": grid, "saturated": best, "latency_by_size": by_size}
 
     def run_appliance(self, folder: Path, workload: Workload, ort_load_s: float | None,
-                      variant: str = "auto") -> dict[str, Any]:
+                      variant: str = "auto", max_batch_tokens: int = 1024) -> dict[str, Any]:
         toml = ("[batching]\n" + "".join(f"{k} = {v}\n" for k, v in self.batching.items())
                 + f"[instances]\ncount = {self.args.appliance_instances}\nthreads = {self.args.appliance_threads}\n")
         self.log(f"appliance: starting `appliance serve` ({folder}, {variant})")
@@ -316,27 +317,28 @@ class Bench:
             result = self.drive(running.target, workload)
         finally:
             running.stop()
+        batching = {**self.batching, "max_batch_tokens": max_batch_tokens}  # as compiled for this engine
         sizes = {}
         for size in self.sizes:
             requests = workload.requests(size)
             sizes[str(size)] = {
-                "per_request": ac.derived_padding_efficiency(requests, self.batching["max_batch_tokens"],
-                                                             self.batching["max_batch_size"]),
-                **{f"merged_c{c}": merged_padding(requests, c, self.batching) for c in self.concurrency},
+                "per_request": ac.derived_padding_efficiency(requests, batching["max_batch_tokens"],
+                                                             batching["max_batch_size"]),
+                **{f"merged_c{c}": merged_padding(requests, c, batching) for c in self.concurrency},
             }
         best = result["saturated"]
-        at_best = merged_padding(workload.requests(best["request_size"]), best["concurrency"], self.batching)
+        at_best = merged_padding(workload.requests(best["request_size"]), best["concurrency"], batching)
         # The target's number: the appliance's packer on the whole mixed workload at once (as the
         # baseline's batches are), i.e. what model.py does when the queue holds all of it.
         from appliance.pipeline.packing import pack_by_length
         from appliance.pipeline.packing import padding_efficiency as packer_efficiency
 
         lengths = [i.tokens for i in workload.items]
-        mixed = round(packer_efficiency(lengths, pack_by_length(lengths, self.batching["max_batch_tokens"],
-                                                                self.batching["max_batch_size"])), 4)
+        mixed = round(packer_efficiency(lengths, pack_by_length(lengths, batching["max_batch_tokens"],
+                                                                batching["max_batch_size"])), 4)
         return {
             "startup": running.startup,
-            "batching": self.batching,
+            "batching": batching,
             "instances": self.args.appliance_instances,
             "threads": self.args.appliance_threads or "auto (cores / instances)",
             **result,
@@ -392,8 +394,8 @@ class Bench:
                 entry["twin"] = self.run_baseline(Path(served.folder), workload, engine=served.engine,
                                                   precision=served.precision, label=f"twin {variant}")
             load = _get(entry, "twin", "ort_session_load_s")
-            entry["appliance"] = (self.run_appliance(source, workload, load, variant) if "appliance" in systems
-                                  else skipped)
+            entry["appliance"] = (self.run_appliance(source, workload, load, variant, served.max_batch_tokens)
+                                  if "appliance" in systems else skipped)
             if "infinity" in systems and number == 0:
                 entry["infinity"] = self.run_infinity(source, workload)
             else:

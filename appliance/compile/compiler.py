@@ -34,7 +34,7 @@ from appliance.models.engines import EngineName, Precision, cpu_capabilities
 from appliance.pipeline.tokenize import load_tokenizer
 from appliance.spec.loader import load_spec
 from appliance.spec.modelinfo import ModelFolderError, ModelInfo, inspect_model_folder
-from appliance.spec.schema import ApiKeySpec, EmbedSpec, ModelSpec
+from appliance.spec.schema import ApiKeySpec, BatchingSpec, EmbedSpec, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Pa
     gate = _Gate(key, folder, info, spec_all, threads=threads, capabilities=capabilities, tasks=tasks,
                  task_ids=task_ids, instructions=instructions, max_tokens=max_tokens)
     choice = choose_engine(key, spec, quantized_file=info.quantized, capabilities=capabilities, gate=gate)
+    max_batch_tokens = batch_tokens_for(choice.engine, batching)
     served = gate.int8_folder() if choice.precision == "int8" and not info.quantized else folder
     log.info("%s (%s): %s %s: %s", key, spec.name, choice.engine, choice.precision, choice.reason)
     return CompiledModel(
@@ -118,7 +119,7 @@ def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Pa
         pad_id=info.pad_id,
         output_name=info.output_name,
         max_batch_size=batching.max_batch_size,
-        max_batch_tokens=batching.max_batch_tokens,
+        max_batch_tokens=max_batch_tokens,
         engine=choice.engine,
         precision=choice.precision,
         engine_reason=choice.reason,
@@ -168,7 +169,8 @@ class _Gate:
                 cache_dir=cache, probes=probes, engine_cache=engine_cache_dir(),
                 serving=fidelity.Serving(output_name=self.info.output_name, threads=self.threads,
                                          pad_id=self.info.pad_id, task_ids=self.task_ids,
-                                         max_batch_tokens=batching.max_batch_tokens, max_rows=batching.max_batch_size),
+                                         max_batch_tokens=batch_tokens_for(engine, batching),
+                                         max_rows=batching.max_batch_size),
             )
         except OSError as exc:
             raise ConfigError(f"{self.key}.precision", f"the fidelity gate could not run: {exc}",
@@ -179,6 +181,14 @@ class _Gate:
                 f"{type(exc).__name__}: {str(exc)[:500]}",
                 f'check the folder with `appliance verify {self.folder}`, or set {self.key}.precision = "fp32"',
             ) from None
+
+
+# `[batching] max_batch_tokens` when unset, per engine (measured: docs/performance.md, "OpenVINO").
+BATCH_TOKENS: dict[str, int] = {"onnxruntime": 1024, "openvino": 2048}
+
+
+def batch_tokens_for(engine: str, batching: BatchingSpec) -> int:
+    return batching.max_batch_tokens or BATCH_TOKENS[engine]
 
 
 def cache_root() -> Path:
@@ -344,7 +354,7 @@ def _write_triton_model(repo: Path, model: CompiledModel, spec: EmbedSpec, threa
         "output_name": model.output_name,
         "pad_id": str(model.pad_id),
         "intra_op_threads": str(threads),
-        "max_batch_tokens": str(spec.batching.max_batch_tokens),
+        "max_batch_tokens": str(model.max_batch_tokens),
         "engine": model.engine,
         "precision": model.precision,
         "engine_cache_dir": str(engine_cache_dir()),

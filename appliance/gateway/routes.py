@@ -216,6 +216,7 @@ def _engine_info(model: CompiledModel) -> EngineInfo:
     gate = model.fidelity
     return EngineInfo(
         name=model.engine, precision=model.precision, reason=model.engine_reason,
+        max_batch_tokens=model.max_batch_tokens,
         fidelity=None if gate is None else FidelityInfo(
             min_cosine=gate.min_cosine, threshold=gate.threshold, per_task=gate.per_task, probes=gate.probes,
             long_tokens=gate.long_tokens,

@@ -123,6 +123,7 @@ class EngineInfo(msgspec.Struct, frozen=True, kw_only=True):
     precision: str
     reason: str
     fidelity: FidelityInfo | None
+    max_batch_tokens: int  # padded tokens per engine run ([batching] max_batch_tokens, or the engine's default)
 
 
 class Info(msgspec.Struct, frozen=True, kw_only=True):

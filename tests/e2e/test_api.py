@@ -720,7 +720,8 @@ def test_info_lists_tasks_dimensions_max_tokens_batching_and_instances_as_compil
         "name": TINY, "kind": "jina-v3", "tasks": list(JINA_TASKS), "default_task": "text-matching",
         "task_instructions": tiny_instructions, "dimensions": TINY_DIMS, "max_tokens": 8192, "hidden_size": 64,
         "engine": {"name": "onnxruntime", "precision": "fp32", "reason": "precision = fp32 on onnxruntime (engine "
-                   "auto: ONNX Runtime fp32 measured as fast as OpenVINO f32)", "fidelity": None},
+                   "auto: ONNX Runtime fp32 measured as fast as OpenVINO f32)", "fidelity": None,
+                   "max_batch_tokens": MAIN_BATCHING["max_batch_tokens"]},
     }
     assert models[DEMO]["kind"] == "sentence-transformer"
     assert (models[DEMO]["engine"]["name"], models[DEMO]["engine"]["precision"]) == ("onnxruntime", "int8")

@@ -264,7 +264,7 @@ def test_omitted_tables_take_their_documented_defaults() -> None:
         log_level="info",
     )
     assert spec.batching == BatchingSpec(
-        max_batch_size=64, preferred_batch_sizes=[], max_queue_delay_us=0, max_batch_tokens=1024
+        max_batch_size=64, preferred_batch_sizes=[], max_queue_delay_us=0, max_batch_tokens=None
     )
     assert spec.instances == InstancesSpec(count=1, threads=0)
     assert spec.limits == LimitsSpec(
