@@ -255,19 +255,19 @@ class Bench:
     def resolve(self, source: Path, variant: str) -> tuple[CompiledModel, float]:
         """What the appliance serves for `variant`, by the product's own compiler (gate included)."""
         toml = (f'[[models]]\nname = "{ac.APPLIANCE_MODEL}"\npath = "{source}"\ntask_instructions = false\n'
-                + "".join(f'{k} = "{v}"\n' for k, v in self.variant_keys(variant).items())
+                + "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.variant_keys(variant).items())
                 + "[batching]\n" + "".join(f"{k} = {v}\n" for k, v in self.batching.items())
                 + f"[instances]\ncount = {self.args.appliance_instances}\nthreads = {self.args.appliance_threads}\n")
         started = time.monotonic()
         compiled = compile_spec(parse_spec(toml), source, self.workdir / f"resolve-{len(list(self.workdir.iterdir()))}")
         return compiled.gateway.models[0], round(time.monotonic() - started, 2)
 
-    @staticmethod
-    def variant_keys(variant: str) -> dict[str, object]:
+    def variant_keys(self, variant: str) -> dict[str, object]:
+        keys: dict[str, object] = {} if self.args.min_cosine is None else {"min_cosine": self.args.min_cosine}
         if variant == "auto":
-            return {}
+            return keys
         engine, precision = variant.split(":")
-        return {"engine": engine, "precision": precision}
+        return {"engine": engine, "precision": precision, **keys}
 
     # ---- servers (appliance / Infinity) ----------------------------------------------------
     def drive(self, target: ac.Target, workload: Workload) -> dict[str, Any]:
@@ -566,6 +566,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--engines", default=None,
                    help="served variants: auto and/or ENGINE:PRECISION (onnxruntime:fp32, onnxruntime:int8, "
                         "openvino:fp32, openvino:bf16), comma-separated; default auto")
+    p.add_argument("--min-cosine", type=float, default=None,
+                   help="[[models]] min_cosine for every variant (the fidelity gate's threshold)")
     p.add_argument("--quantize", choices=("fp32", "int8", "both"), default=None,
                    help="shorthand: onnxruntime:fp32 / onnxruntime:int8 / both")
     p.add_argument("--systems", default="baseline,appliance,infinity")
