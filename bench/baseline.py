@@ -131,9 +131,12 @@ class _RawOrt:
     name: EngineName = "onnxruntime"
     detail: str = "onnxruntime, graph as exported"
 
+    def __post_init__(self) -> None:
+        self.input_names = {i.name for i in self.session.get_inputs()}
+
     def run(self, ids: Array, mask: Array, task_id: int | None) -> Array:
-        inputs = {i.name for i in self.session.get_inputs()}
-        return np.asarray(self.session.run([self.output_name], feed_for(inputs, ids, mask, task_id))[0])
+        feed = feed_for(self.input_names, ids, mask, task_id)
+        return np.asarray(self.session.run([self.output_name], feed)[0])
 
 
 def saturated(model: BaselineModel, workload: Workload, budgets: Sequence[int], *, max_rows: int = 64,

@@ -51,7 +51,7 @@ from appliance.spec.schema import BatchingSpec
 from bench import appliance_client as ac
 from bench import infinity as inf
 from bench.baseline import BaselineModel, request_latency, saturated
-from bench.compute import compute_report
+from bench.compute import compute_report, cpu_facts
 from bench.stats import NoiseMeter
 from bench.workload import SHORT, Item, Workload, build_workload
 
@@ -108,11 +108,7 @@ def cpu_model() -> str:
 def machine() -> dict[str, Any]:
     import openvino
 
-    flags = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
+    flags = cpu_facts()["flags"]
     return {
         "cpu_model": cpu_model(),
         "cpu_flags": sorted(f for f in flags if "bf16" in f or "amx" in f or "vnni" in f or f == "avx512f"),

@@ -9,8 +9,9 @@ engine here, so what is measured in-process is what Triton serves:
 - `openvino`: OpenVINO's CPU plugin on the same ONNX file (`INFERENCE_PRECISION_HINT` f32 or bf16),
   `INFERENCE_NUM_THREADS` = the instance's threads, one infer request, dynamic batch and length,
   its compiled-model cache (`CACHE_DIR`) under the appliance's cache dir so a restart does not
-  recompile. The graph is read as exported: the rewrites that help ONNX Runtime did not help
-  OpenVINO (docs/performance.md, "OpenVINO").
+  recompile. Of ONNX Runtime's graph changes only the softmax NaN guards are dropped, inside
+  OpenVINO's own graph (`strip_ov_nan_guards`); the GELU fusion did not help OpenVINO
+  (docs/performance.md, "OpenVINO and the graph rewrites").
 
 The output is taken by NAME (jina-v3's second output is a decoy) and returned as float32.
 """

@@ -75,7 +75,7 @@ class ModelInfo:
     pad_id: int
     output_name: str
     input_names: list[str]
-    quantized: bool = False  # the file already holds int8 ops (e.g. the demo's all-MiniLM)
+    quantized: bool = False  # int8 ops or int8-stored weights in the file (e.g. the demo's all-MiniLM)
 
 
 def read_json(path: Path) -> dict[str, Any]:
