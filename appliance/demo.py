@@ -12,7 +12,8 @@ from pathlib import Path
 
 from appliance.errors import ConfigError
 
-_FROM_TOKENIZER_WHEEL = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json")
+_FROM_TOKENIZER_WHEEL = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json",
+                         "sentence_bert_config.json")
 
 
 def _package_dir(name: str) -> Path:

@@ -26,6 +26,7 @@ class ApplianceError(Exception):
     error_type: str = "server_error"
     code: str | None = None
     retry_after: int | None = None  # seconds, sent as Retry-After (429 / 503)
+    headers: dict[str, str] | None = None  # more response headers (rate-limit state, retry-after-ms)
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -60,13 +61,6 @@ class ModelNotFoundError(ApplianceError):
     status_code = 404
     error_type = "invalid_request_error"
     code = "model_not_found"
-
-
-class UnprocessableError(ApplianceError):
-    """Well-formed, but not something this model can process (e.g. token ids outside its vocabulary)."""
-
-    status_code = 422
-    error_type = "invalid_request_error"
 
 
 class PayloadTooLargeError(ApplianceError):

@@ -256,9 +256,13 @@ def _trim(text: str, kind: str, lang: str, target: int, hard_cap: int, tok: Toke
 
 
 def model_content_limit(model_dir: Path, specials: int) -> int:
-    """Content tokens the model takes: min(tokenizer model_max_length, positions) - specials."""
+    """Content tokens the model takes: min(tokenizer model_max_length, positions) - specials, or
+    sentence_bert_config.json's max_seq_length - specials (what the appliance serves; README)."""
     import json
 
+    st_config = model_dir / "sentence_bert_config.json"
+    if st_config.is_file() and json.loads(st_config.read_text()).get("max_seq_length"):
+        return int(json.loads(st_config.read_text())["max_seq_length"]) - specials
     config = json.loads((model_dir / "config.json").read_text())
     positions = int(config.get("max_position_embeddings") or 512)
     tok_config_path = model_dir / "tokenizer_config.json"

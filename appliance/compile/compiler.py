@@ -23,6 +23,7 @@ from appliance.compile.pbtxt import model_config_dict, render_pbtxt
 from appliance.compile.settings import (
     CompiledAppliance,
     CompiledModel,
+    CompiledPreset,
     Fidelity,
     GatewaySettings,
     TritonSettings,
@@ -34,10 +35,11 @@ from appliance.models.engines import EngineName, Precision, cpu_capabilities
 from appliance.pipeline.tokenize import load_tokenizer
 from appliance.spec.loader import load_spec
 from appliance.spec.modelinfo import ModelFolderError, ModelInfo, inspect_model_folder
-from appliance.spec.schema import ApiKeySpec, BatchingSpec, EmbedSpec, ModelSpec
+from appliance.spec.schema import ApiKeySpec, BatchingSpec, EmbedSpec, ModelSpec, PresetSpec
 
 log = logging.getLogger(__name__)
 
+DEFAULT_TASK = "retrieval.query"
 MODEL_PY = Path(__file__).resolve().parent.parent / "triton" / "model.py"
 JINA_HELP = (
     "put jina-embeddings-v3's six files there (see README, 'Serving jina-embeddings-v3'): "
@@ -257,8 +259,8 @@ def _resolve_tasks(key: str, spec: ModelSpec, info: ModelInfo) -> list[str]:
 def _resolve_default_task(key: str, spec: ModelSpec, tasks: list[str]) -> str | None:
     if not tasks:
         return None
-    if spec.default_task is None:
-        return "text-matching" if "text-matching" in tasks else tasks[0]
+    if spec.default_task is None:  # the reference design's default: jina-v3 is mostly asked queries
+        return DEFAULT_TASK if DEFAULT_TASK in tasks else tasks[0]
     if spec.default_task not in tasks:
         raise ConfigError(f"{key}.default_task", f"`{spec.default_task}` is not a served task", f"use one of: {', '.join(tasks)}")
     return spec.default_task
@@ -267,6 +269,8 @@ def _resolve_default_task(key: str, spec: ModelSpec, tasks: list[str]) -> str | 
 def _resolve_max_tokens(key: str, spec: ModelSpec, info: ModelInfo, specials: int) -> int:
     limit = info.model_max_length - specials
     if spec.max_tokens is None:
+        if info.max_seq_length:  # sentence-transformers' length counts the special tokens too
+            return max(1, min(info.max_seq_length - specials, limit))
         return limit
     if spec.max_tokens > limit:
         raise ConfigError(
@@ -300,6 +304,7 @@ def compile_spec(spec: EmbedSpec, base_dir: Path, out: Path, *,
         capabilities = cpu_capabilities()
     models = [compile_model(i, m, spec, base_dir, threads=threads, capabilities=capabilities)
               for i, m in enumerate(spec.models)]
+    presets = compile_presets(spec, models)
     repo = out / "triton"
     if repo.exists():
         shutil.rmtree(repo)
@@ -316,6 +321,7 @@ def compile_spec(spec: EmbedSpec, base_dir: Path, out: Path, *,
             triton_metrics_url=f"http://{_client_host(server.triton_host)}:{server.triton_metrics_port}/metrics",
             triton_url=f"{_client_host(server.triton_host)}:{server.triton_http_port}",
             models=models,
+            presets=presets,
             auth_keys=[_hash_plaintext(k) for k in spec.auth.keys],
             limits=spec.limits,
             batching=spec.batching,
@@ -334,6 +340,63 @@ def compile_spec(spec: EmbedSpec, base_dir: Path, out: Path, *,
     )
     write_compiled(out, compiled)
     return compiled
+
+
+# The automatic presets' suffixes: `-query` / `-passage` as NVIDIA's embedding NIM names them.
+TASK_SUFFIXES = {"retrieval.query": "query", "retrieval.passage": "passage"}
+
+
+def preset_name(model: str, task: str) -> str:
+    """`jina-embeddings-v3` + `retrieval.passage` -> `jina-embeddings-v3-passage`."""
+    return f"{model}-{TASK_SUFFIXES.get(task, task.replace('.', '-'))}"
+
+
+def compile_presets(spec: EmbedSpec, models: list[CompiledModel]) -> list[CompiledPreset]:
+    """One automatic preset per served task (unless `task_presets = false`), then `[[presets]]`.
+
+    A declared preset named like an automatic one replaces it; any other clash is an error.
+    """
+    served = {m.name: m for m in models}
+    presets: dict[str, CompiledPreset] = {}
+    for index, (model_spec, model) in enumerate(zip(spec.models, models)):
+        if not model_spec.task_presets:
+            continue
+        for task in model.tasks:
+            name = preset_name(model.name, task)
+            if name in served or name in presets:
+                other = "a model" if name in served else "another model's preset"
+                raise ConfigError(f"models[{index}].task_presets", f"the preset `{name}` for task {task} has the "
+                                  f"name of {other}", "rename one of the models, or set task_presets = false")
+            presets[name] = CompiledPreset(name=name, model=model.name, task=task, automatic=True)
+    declared: set[str] = set()
+    for index, entry in enumerate(spec.presets):
+        preset = _compile_preset(f"presets[{index}]", entry, served)
+        if entry.name in served:
+            raise ConfigError(f"presets[{index}].name", f"`{entry.name}` is also a model's name",
+                              "give the preset a name no model has")
+        if entry.name in declared:
+            raise ConfigError(f"presets[{index}].name", f"`{entry.name}` is declared twice", "give every preset a unique name")
+        declared.add(entry.name)
+        presets[entry.name] = preset
+    return list(presets.values())
+
+
+def _compile_preset(key: str, entry: PresetSpec, served: dict[str, CompiledModel]) -> CompiledPreset:
+    model = served.get(entry.model)
+    if model is None:
+        raise ConfigError(f"{key}.model", f"`{entry.model}` is not a served model",
+                          f"use the name of a [[models]] table: {', '.join(served)}")
+    if entry.task is not None and not model.tasks:
+        raise ConfigError(f"{key}.task", f"`{model.name}` has no tasks", "remove `task`")
+    if entry.task is not None and entry.task not in model.tasks:
+        raise ConfigError(f"{key}.task", f"`{entry.task}` is not a task `{model.name}` serves",
+                          f"use one of: {', '.join(model.tasks)}")
+    if entry.dimensions is not None and entry.dimensions not in model.dimensions:
+        raise ConfigError(f"{key}.dimensions", f"{entry.dimensions} is not a size `{model.name}` serves",
+                          f"use one of: {', '.join(map(str, model.dimensions))}")
+    return CompiledPreset(name=entry.name, model=model.name, task=entry.task, dimensions=entry.dimensions,
+                          normalized=entry.normalized, embedding_type=entry.embedding_type,
+                          encoding_format=entry.encoding_format)
 
 
 def _hash_plaintext(entry: ApiKeySpec) -> ApiKeySpec:

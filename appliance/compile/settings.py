@@ -51,6 +51,19 @@ class CompiledModel(msgspec.Struct, frozen=True, kw_only=True):
         return Path(self.folder) / "tokenizer.json"
 
 
+class CompiledPreset(msgspec.Struct, frozen=True, kw_only=True):
+    """A model name that stands for `model` with these fields fixed (`[[presets]]`, or one per task)."""
+
+    name: str
+    model: str
+    task: str | None = None
+    dimensions: int | None = None
+    normalized: bool | None = None
+    embedding_type: str | None = None
+    encoding_format: str | None = None
+    automatic: bool = False  # made from the model's tasks, not declared in embed.toml
+
+
 class TritonSettings(msgspec.Struct, frozen=True, kw_only=True):
     host: str
     http_port: int
@@ -70,6 +83,7 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     triton_url: str
     triton_metrics_url: str
     models: list[CompiledModel]
+    presets: list[CompiledPreset] = []
     auth_keys: list[ApiKeySpec]
     limits: LimitsSpec
     batching: BatchingSpec

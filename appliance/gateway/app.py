@@ -85,6 +85,7 @@ def create_app(settings: GatewaySettings, backend: EmbeddingBackend | None = Non
         state=State({
             "keyring": keyring,
             "settings": settings,
+            "presets": {p.name: p for p in settings.presets},
             "metrics": metrics,
             "limiter": ConcurrencyLimiter(settings.limits.max_concurrent_requests),
             "key_limits": key_limits,

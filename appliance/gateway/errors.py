@@ -36,7 +36,8 @@ def request_error_from_msgspec(exc: msgspec.ValidationError | msgspec.DecodeErro
 
 
 def handle_appliance_error(_: Request[Any, Any, Any], exc: ApplianceError) -> Response[bytes]:
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+    headers.update(exc.headers or {})
     return error_response(exc.status_code, exc.message, exc.error_type, param=exc.param, code=exc.code,
                           headers=headers)
 

@@ -64,8 +64,23 @@ class _Window:
     tokens: int = 0
 
 
+def openai_duration(seconds: float) -> str:
+    """OpenAI's `x-ratelimit-reset-*` format: `17ms`, `1s`, `8.64s`, `1m0s`."""
+    ms = max(0, math.ceil(seconds * 1000))
+    if ms < 1000:
+        return f"{ms}ms"
+    minutes, rest = divmod(ms, 60_000)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
 class KeyRateLimiter:
-    """Sliding one-minute windows of requests and tokens per key name."""
+    """Sliding one-minute windows of requests and tokens per key name.
+
+    `headers` reports each limit as OpenAI does (`x-ratelimit-limit-*`, `-remaining-*`, `-reset-*`);
+    `reset` is when `remaining` next rises (the oldest counted request leaves the window, or, once
+    the token budget is spent, enough of them have): for a refused request that is its Retry-After.
+    """
 
     WINDOW_S = 60.0
 
@@ -107,6 +122,26 @@ class KeyRateLimiter:
         if any(e is event for e in window.events):
             window.tokens += tokens
 
+    def headers(self, key: str | None) -> dict[str, str]:
+        """OpenAI's six rate-limit headers for `key`'s limits (none for a key without limits)."""
+        if key is None or key not in self.limits:
+            return {}
+        rpm, tpm = self.limits[key]
+        window = self._trim(key)
+        now = self.clock()
+        out: dict[str, str] = {}
+        if rpm is not None:
+            events = window.events
+            free_at = events[max(0, len(events) - rpm)].at if events else now - self.WINDOW_S
+            out |= _quota("requests", rpm, rpm - len(events), free_at + self.WINDOW_S - now)
+        if tpm is not None:
+            if window.tokens >= tpm:
+                free_at = self._tokens_free_at(window, tpm)
+            else:
+                free_at = next((e.at for e in window.events if e.tokens), now - self.WINDOW_S)
+            out |= _quota("tokens", tpm, tpm - window.tokens, free_at + self.WINDOW_S - now)
+        return out
+
     def _trim(self, key: str) -> _Window:
         window = self.windows.setdefault(key, _Window())
         horizon = self.clock() - self.WINDOW_S
@@ -125,7 +160,13 @@ class KeyRateLimiter:
         return window.events[-1].at
 
     def _refusal(self, key: str, what: str, free_from: float) -> RateLimitError:
-        retry = max(1, math.ceil(free_from + self.WINDOW_S - self.clock()))
+        wait = free_from + self.WINDOW_S - self.clock()
         error = RateLimitError(f"API key `{key}` is over its limit of {what}", code="rate_limit_exceeded")
-        error.retry_after = retry
+        error.retry_after = max(1, math.ceil(wait))
+        error.headers = {"retry-after-ms": str(max(1, math.ceil(wait * 1000)))}  # what the OpenAI SDK reads first
         return error
+
+
+def _quota(what: str, limit: int, remaining: int, reset_s: float) -> dict[str, str]:
+    return {f"x-ratelimit-limit-{what}": str(limit), f"x-ratelimit-remaining-{what}": str(max(0, remaining)),
+            f"x-ratelimit-reset-{what}": openai_duration(reset_s)}

@@ -20,12 +20,11 @@ from appliance.gateway.schemas import (
 )
 
 _ERRORS = {
-    "400": "invalid request (the message and `param` say what and where)",
+    "400": "invalid request, including token ids outside the vocabulary (the message and `param` say what and where)",
     "401": "missing or invalid API key",
     "404": "unknown model",
     "413": "request body too large",
     "415": "the body is not JSON (send Content-Type: application/json)",
-    "422": "token ids outside the model's vocabulary",
     "429": "overloaded or over a key's limit; retry after `Retry-After` seconds",
     "503": "the inference server is not ready; retry after `Retry-After` seconds",
     "504": "no answer within the request timeout",
@@ -41,7 +40,7 @@ def _json(struct: type) -> dict[str, Any]:
 
 
 def _operation(summary: str, ok: type, *, body: type | None = None, secured: bool = True,
-               errors: tuple[str, ...] = ("400", "401", "404", "413", "415", "422", "429", "503", "504")) -> dict[str, Any]:
+               errors: tuple[str, ...] = ("400", "401", "404", "413", "415", "429", "503", "504")) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": {"description": "OK", "content": _json(ok)}}
     for code in errors:
         responses[code] = {"description": _ERRORS[code], "content": _json(ErrorResponse)}

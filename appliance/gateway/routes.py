@@ -14,8 +14,9 @@ from litestar.types import Scope
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from appliance import __version__
-from appliance.compile.settings import CompiledModel
+from appliance.compile.settings import CompiledModel, CompiledPreset
 from appliance.errors import (
+    ApplianceError,
     InvalidRequestError,
     ModelNotFoundError,
     RateLimitError,
@@ -37,12 +38,14 @@ from appliance.gateway.schemas import (
     ModelCard,
     ModelInfo,
     ModelList,
+    PresetInfo,
     Token,
     TokenizeRequest,
     TokenizeResponse,
     Usage,
 )
 from appliance.pipeline.encoding import encode_vectors
+from appliance.pipeline.presets import Asked, resolve
 from appliance.pipeline.service import EmbedJob, EmbedResult, ModelPipeline
 
 T = TypeVar("T", EmbeddingRequest, TokenizeRequest)
@@ -90,31 +93,44 @@ async def decode(request: Request[Any, Any, Any], body_type: type[T]) -> T:
         raise InvalidRequestError("the request body is not valid UTF-8") from None
 
 
-def pipeline_for(state: State, model: str) -> ModelPipeline:
+def pipeline_for(state: State, model: str) -> tuple[ModelPipeline, CompiledPreset | None]:
+    """A served model's name, or a preset's: its pipeline, and the preset."""
     pipelines: dict[str, ModelPipeline] = state.pipelines
-    if model not in pipelines:
-        raise ModelNotFoundError(
-            f"model `{model}` is not served here; served models: {', '.join(pipelines)}", param="model"
-        )
-    return pipelines[model]
+    if model in pipelines:
+        return pipelines[model], None
+    presets: dict[str, CompiledPreset] = state.presets
+    if model in presets:
+        preset = presets[model]
+        return pipelines[preset.model], preset
+    also = f" (and their presets: {', '.join(presets)})" if presets else ""
+    raise ModelNotFoundError(
+        f"model `{model}` is not served here; served models: {', '.join(pipelines)}{also}", param="model"
+    )
 
 
 @post("/v1/embeddings", guards=[require_key], status_code=200)
 async def create_embeddings(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     limiter: ConcurrencyLimiter = state.limiter
     metrics: GatewayMetrics = state.metrics
+    key_limits: KeyRateLimiter = state.key_limits
     fields = log_fields(request.scope)
     try:
         limiter.try_acquire()
-    except RateLimitError:
+    except RateLimitError as exc:
         metrics.rejected.labels("overloaded").inc()
+        exc.headers = key_limits.headers(fields.get("key"))
         raise
     metrics.in_flight.inc()
     try:
-        return await _embed(request, state, fields)
+        response = await _embed(request, state, fields)
+    except ApplianceError as exc:  # every answer to a key with limits carries OpenAI's headers
+        exc.headers = {**(exc.headers or {}), **key_limits.headers(fields.get("key"))}
+        raise
     finally:
         limiter.release()
         metrics.in_flight.dec()
+    response.headers.update(key_limits.headers(fields.get("key")))
+    return response
 
 
 async def _embed(request: Request[Any, Any, Any], state: State, fields: dict[str, Any]) -> Response[bytes]:
@@ -127,16 +143,21 @@ async def _embed(request: Request[Any, Any, Any], state: State, fields: dict[str
         metrics.rejected.labels("key_limit").inc()
         raise
     body = await decode(request, EmbeddingRequest)
-    pipeline = pipeline_for(state, body.model)
+    pipeline, preset = pipeline_for(state, body.model)
+    asked = resolve(Asked(task=body.task, input_type=body.input_type, dimensions=body.dimensions,
+                          normalized=None if body.normalized is msgspec.UNSET else body.normalized, embedding_type=body.embedding_type,
+                          encoding_format=body.encoding_format), preset)
     inputs = normalize_input(body.input)
-    fields.update(model=body.model, task=pipeline.resolve_task(body.task) or "-", inputs=len(inputs))
+    task = pipeline.resolve_task(asked.task, asked.task_param)
+    fields.update(model=pipeline.model.name, task=task or "-", inputs=len(inputs))
     if state.settings.log_inputs:
         fields["input"] = inputs
     job = EmbedJob(
         inputs=inputs,
-        task=body.task,
-        dimensions=body.dimensions,
-        normalized=body.normalized,
+        task=asked.task,
+        task_param=asked.task_param,
+        dimensions=asked.dimensions,
+        normalized=asked.normalized,
         truncate=body.truncate,
         late_chunking=body.late_chunking,
     )
@@ -152,10 +173,9 @@ async def _embed(request: Request[Any, Any, Any], state: State, fields: dict[str
             f"no answer within {state.settings.limits.request_timeout_s:g} s; retry, or send fewer inputs"
         ) from None
     key_limits.add_tokens(key, result.prompt_tokens, ticket)
-    _record(metrics, body.model, key, len(inputs), result)
+    _record(metrics, pipeline.model.name, key, len(inputs), result)
     fields["tokens"] = result.prompt_tokens
-    wire = body.embedding_type or body.encoding_format or "float"
-    vectors = encode_vectors(result.vectors, wire)
+    vectors = encode_vectors(result.vectors, asked.wire)
     data = [Embedding(embedding=v, index=i) for i, v in enumerate(vectors)]  # type: ignore[arg-type]
     usage = Usage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens)
     return json_response(EmbeddingResponse(data=data, model=body.model, usage=usage))
@@ -175,22 +195,33 @@ def _record(metrics: GatewayMetrics, model: str, key: str | None, inputs: int, r
 @post("/tokenize", guards=[require_key], status_code=200)
 async def tokenize(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     body = await decode(request, TokenizeRequest)
-    pipeline = pipeline_for(state, body.model)
-    task = pipeline.resolve_task(body.task)
+    pipeline, preset = pipeline_for(state, body.model)
+    asked = resolve(Asked(task=body.task, input_type=body.input_type), preset)
+    task = pipeline.resolve_task(asked.task, asked.task_param)
+    fields = log_fields(request.scope)
+    fields.update(model=pipeline.model.name, task=task or "-")
     texts = [body.input] if isinstance(body.input, str) else body.input
-    pieces = await asyncio.to_thread(pipeline.encoder.pieces, texts, task)
+    pieces = await asyncio.to_thread(pipeline.encoder.pieces, texts, task,
+                                     add_special_tokens=body.add_special_tokens)
     tokens = [[Token(p.id, p.text, p.special, p.start, p.stop) for p in seq] for seq in pieces]
     return json_response(TokenizeResponse(tokens=tokens, model=body.model))
 
 
+def _card(name: str, preset: CompiledPreset | None) -> ModelCard:
+    return ModelCard(id=name, root=preset.model if preset else name, parent=preset.model if preset else None)
+
+
 @get("/v1/models", guards=[require_key])
 async def list_models(state: State) -> Response[bytes]:
-    return json_response(ModelList(data=[ModelCard(id=name) for name in state.pipelines]))
+    presets: dict[str, CompiledPreset] = state.presets
+    cards = [_card(name, None) for name in state.pipelines] + [_card(n, p) for n, p in presets.items()]
+    return json_response(ModelList(data=cards))
 
 
 @get("/v1/models/{model_id:str}", guards=[require_key])
 async def get_model(state: State, model_id: str) -> Response[bytes]:
-    return json_response(ModelCard(id=pipeline_for(state, model_id).model.name))
+    _, preset = pipeline_for(state, model_id)
+    return json_response(_card(model_id, preset))
 
 
 @get("/info", guards=[require_key])
@@ -204,9 +235,14 @@ async def info(state: State) -> Response[bytes]:
         )
         for p in state.pipelines.values()
     ]
+    presets = [
+        PresetInfo(name=p.name, model=p.model, task=p.task, dimensions=p.dimensions, normalized=p.normalized,
+                   embedding_type=p.embedding_type, encoding_format=p.encoding_format, automatic=p.automatic)
+        for p in settings.presets
+    ]
     return json_response(
         Info(
-            version=__version__, models=models, batching=settings.batching, limits=settings.limits,
+            version=__version__, models=models, presets=presets, batching=settings.batching, limits=settings.limits,
             instance_count=settings.instance_count, threads_per_instance=settings.threads_per_instance,
         )
     )

@@ -18,6 +18,7 @@ class EmbeddingRequest(msgspec.Struct, frozen=True, kw_only=True):
     """`POST /v1/embeddings`: OpenAI's fields plus Jina's. Unknown fields (e.g. `user`) are ignored, as OpenAI does.
 
     `input`: a string, a list of strings, one list of token ids, or a list of token-id lists.
+    `model`: a served model or a preset of one (GET /v1/models lists both).
     """
 
     input: NonEmptyStr | Annotated[list[InputItem], msgspec.Meta(min_length=1)]
@@ -26,8 +27,9 @@ class EmbeddingRequest(msgspec.Struct, frozen=True, kw_only=True):
     dimensions: Annotated[int, msgspec.Meta(ge=1)] | None = None
     user: str | None = None
     task: str | None = None
+    input_type: str | None = None  # `query` = task retrieval.query; `passage` / `document` = retrieval.passage
     embedding_type: Literal["float", "base64", "binary", "ubinary"] | None = None
-    normalized: bool = True
+    normalized: bool | msgspec.UnsetType = msgspec.UNSET  # unset: true (or the preset's); null is refused
     truncate: bool = False
     late_chunking: bool = False
 
@@ -38,6 +40,8 @@ class TokenizeRequest(msgspec.Struct, frozen=True, kw_only=True):
     input: NonEmptyStr | Annotated[list[NonEmptyStr], msgspec.Meta(min_length=1)]
     model: str
     task: str | None = None
+    input_type: str | None = None
+    add_special_tokens: bool = True  # as TEI and vLLM: false leaves out `<s>` ... `</s>`
 
 
 class Token(msgspec.Struct, frozen=True):
@@ -71,11 +75,15 @@ class EmbeddingResponse(msgspec.Struct, frozen=True):
     object: str = "list"
 
 
-class ModelCard(msgspec.Struct, frozen=True):
+class ModelCard(msgspec.Struct, frozen=True, kw_only=True):
+    """OpenAI's model object; `root` is the served model (vLLM's field), `parent` set for a preset."""
+
     id: str
     created: int = 0
     owned_by: str = "embed-appliance"
     object: str = "model"
+    root: str
+    parent: str | None = None
 
 
 class ModelList(msgspec.Struct, frozen=True):
@@ -126,11 +134,25 @@ class EngineInfo(msgspec.Struct, frozen=True, kw_only=True):
     max_batch_tokens: int  # padded tokens per engine run ([batching] max_batch_tokens, or the engine's default)
 
 
+class PresetInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A preset: `name` serves `model` with these fields fixed (null: the request's, or the default)."""
+
+    name: str
+    model: str
+    task: str | None
+    dimensions: int | None
+    normalized: bool | None
+    embedding_type: str | None
+    encoding_format: str | None
+    automatic: bool
+
+
 class Info(msgspec.Struct, frozen=True, kw_only=True):
     """`GET /info`: what is served and how, as compiled from embed.toml."""
 
     version: str
     models: list[ModelInfo]
+    presets: list[PresetInfo]
     batching: BatchingSpec
     limits: LimitsSpec
     instance_count: int

@@ -37,6 +37,7 @@ class EmbedJob:
 
     inputs: Inputs
     task: str | None = None
+    task_param: str = "task"  # the request field that named the task (`task` or `input_type`)
     dimensions: int | None = None
     normalized: bool = True
     truncate: bool = False
@@ -66,16 +67,17 @@ class ModelPipeline:
             vocab_size=model.vocab_size,
         )
 
-    def resolve_task(self, task: str | None) -> str | None:
+    def resolve_task(self, task: str | None, param: str = "task") -> str | None:
         model = self.model
         if not model.tasks:
             if task is not None:
-                raise InvalidRequestError(f"model `{model.name}` has no tasks; remove `task`", param="task")
+                raise InvalidRequestError(f"model `{model.name}` has no tasks; remove `{param}`", param=param)
             return None
         if task is None:
             return model.default_task
         if task not in model.tasks:
-            raise InvalidRequestError(f"unknown task `{task}`; use one of: {', '.join(model.tasks)}", param="task")
+            raise InvalidRequestError(f"task `{task}` is not served by `{model.name}`; use one of: "
+                                      f"{', '.join(model.tasks)}", param=param)
         return task
 
     def resolve_dimensions(self, dimensions: int | None) -> int:
@@ -90,7 +92,7 @@ class ModelPipeline:
         return dimensions
 
     async def embed(self, job: EmbedJob) -> EmbedResult:
-        task = self.resolve_task(job.task)
+        task = self.resolve_task(job.task, job.task_param)
         dims = self.resolve_dimensions(job.dimensions)
         if len(job.inputs) > self.limits.max_inputs_per_request:
             raise InvalidRequestError(
@@ -125,7 +127,7 @@ class ModelPipeline:
     def _tokenize(self, job: EmbedJob, task: str | None) -> list[list[int]]:
         if isinstance(job.inputs[0], str):
             return self.encoder.encode_texts(job.inputs, task, truncate=job.truncate)
-        return self.encoder.wrap_tokens(job.inputs, truncate=job.truncate)
+        return self.encoder.fit_ids(job.inputs, truncate=job.truncate)
 
     def _check_request_tokens(self, tokens: int) -> None:
         if tokens > self.limits.max_tokens_per_request:

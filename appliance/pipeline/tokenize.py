@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from appliance.errors import InvalidRequestError, UnprocessableError
+from appliance.errors import InvalidRequestError
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class TextEncoder:
         self.vocab_size = vocab_size
         empty = self.tokenizer.encode("").ids  # the template's special tokens: <s> </s>, [CLS] [SEP]
         self.head, self.tail = empty[:1], empty[1:]
+        self.max_ids = max_tokens + len(empty)  # the longest sequence a text input becomes
         # No token covers more characters than the longest vocabulary piece, so a text longer than
         # this (with a 2x margin for whitespace the normalizer collapses) cannot fit in max_tokens.
         # Checked before tokenizing: a 10 MB string is refused at once instead of costing seconds
@@ -80,23 +81,35 @@ class TextEncoder:
             code="context_length_exceeded",
         )
 
-    def wrap_tokens(self, token_lists: list[list[int]], *, truncate: bool) -> list[list[int]]:
-        """Token-id inputs are the model's content tokens, fed as given between `<s>` and `</s>`.
+    def fit_ids(self, token_lists: list[list[int]], *, truncate: bool) -> list[list[int]]:
+        """Token-id inputs are fed exactly as sent (as TEI, vLLM and OpenAI do): no special tokens
+        or instruction are added, so `/tokenize`'s ids reproduce the text's vector.
 
-        No instruction is added to them: a client sending ids controls every token.
+        Their limit is the longest sequence a text can become, `max_ids` (max_tokens plus the
+        special tokens); `truncate` keeps the first `max_ids` ids.
         """
         out = []
         for index, tokens in enumerate(token_lists):
-            self.check_ids(tokens, f"input[{index}]" if len(token_lists) > 1 else "input")
-            out.append(self._fit(index, [*self.head, *tokens, *self.tail], truncate))
+            param = f"input[{index}]" if len(token_lists) > 1 else "input"
+            self.check_ids(tokens, param)
+            if len(tokens) > self.max_ids:
+                if not truncate:
+                    raise InvalidRequestError(
+                        f"{param} has {len(tokens)} token ids, more than this model's limit of {self.max_ids} "
+                        f"per sequence ({self.max_tokens} content tokens and {self.max_ids - self.max_tokens} "
+                        "special ones); shorten it, or send `truncate: true` to keep the first ones",
+                        param=param, code="context_length_exceeded",
+                    )
+                tokens = tokens[: self.max_ids]
+            out.append(tokens)
         return out
 
     def check_ids(self, tokens: list[int], param: str) -> None:
         for position, token in enumerate(tokens):
             if not 0 <= token < self.vocab_size:
-                raise UnprocessableError(
+                raise InvalidRequestError(
                     f"{param}[{position}] = {token} is not a token id of this model (0..{self.vocab_size - 1})",
-                    param=param,
+                    param=param, code="invalid_token_id",
                 )
 
     def content_ids(self, texts: list[str]) -> list[list[int]]:
@@ -130,11 +143,12 @@ class TextEncoder:
             )
         return LateChunkPlan(ids=ids, spans=spans)
 
-    def pieces(self, texts: list[str], task: str | None) -> list[list[TokenPiece]]:
-        """What /tokenize shows: the same prefixing as the embedding path."""
+    def pieces(self, texts: list[str], task: str | None, *,
+               add_special_tokens: bool = True) -> list[list[TokenPiece]]:
+        """What /tokenize shows: the same prefixing as the embedding path (and its special tokens)."""
         prefix = self.instruction(task)
         out = []
-        for encoding in self.tokenizer.encode_batch([prefix + t for t in texts], add_special_tokens=True):
+        for encoding in self.tokenizer.encode_batch([prefix + t for t in texts], add_special_tokens=add_special_tokens):
             out.append([
                 TokenPiece(
                     id=i, text=tok, special=bool(special),

@@ -76,6 +76,9 @@ class ModelInfo:
     output_name: str
     input_names: list[str]
     quantized: bool = False  # int8 ops or int8-stored weights in the file (e.g. the demo's all-MiniLM)
+    # sentence_bert_config.json's max_seq_length: the length (special tokens included) the model was
+    # trained and is used at by sentence-transformers (all-MiniLM-L6-v2: 256 of its 512 positions).
+    max_seq_length: int | None = None
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -159,6 +162,8 @@ def inspect_model_folder(folder: Path, kind: ModelKind | None) -> ModelInfo:
     model_max = int(tok_config.get("model_max_length") or positions)
     if model_max > 10**6:  # transformers' "no limit" sentinel
         model_max = positions
+    st_config = folder / "sentence_bert_config.json"
+    seq_length = read_json(st_config).get("max_seq_length") if st_config.is_file() else None
     return ModelInfo(
         folder=folder,
         kind=kind,
@@ -172,6 +177,7 @@ def inspect_model_folder(folder: Path, kind: ModelKind | None) -> ModelInfo:
         output_name=output_name,
         input_names=list(iface.inputs),
         quantized=iface.quantized,
+        max_seq_length=int(seq_length) if seq_length else None,
     )
 
 

@@ -46,7 +46,7 @@ class ModelSpec(Base, frozen=True):
     name: ModelName
     path: str
     kind: ModelKind | None = None
-    default_task: str | None = None
+    default_task: str | None = None  # unset: retrieval.query when served, else the first served task
     tasks: list[str] | None = None
     task_instructions: bool = True
     max_tokens: PositiveInt | None = None
@@ -60,6 +60,25 @@ class ModelSpec(Base, frozen=True):
     # The fidelity gate: the smallest cosine allowed between the probe set's vectors at the served
     # precision and at ONNX Runtime fp32 (default 0.9999 for bf16, 0.99 for int8).
     min_cosine: Cosine | None = None
+    # One preset per served task, named `<name>-query`, `<name>-passage`, `<name>-<task>` (jina-v3 only).
+    task_presets: bool = True
+
+
+class PresetSpec(Base, frozen=True):
+    """`[[presets]]`: a model name that fixes a served model's task, dimensions and output defaults.
+
+    For clients that can set only `model` (LangChain, LlamaIndex, the OpenAI SDK without extra_body).
+    What the vector is (`task`, `dimensions`, `normalized`) is fixed: a request asking otherwise is
+    a 400. The wire format (`embedding_type`, `encoding_format`) is a default the request may override.
+    """
+
+    name: ModelName
+    model: str
+    task: str | None = None
+    dimensions: PositiveInt | None = None
+    normalized: bool | None = None
+    embedding_type: Literal["float", "base64", "binary", "ubinary"] | None = None
+    encoding_format: Literal["float", "base64"] | None = None
 
 
 class BatchingSpec(Base, frozen=True):
@@ -133,6 +152,7 @@ class EmbedSpec(Base, frozen=True):
     """The whole embed.toml."""
 
     models: list[ModelSpec]
+    presets: list[PresetSpec] = []
     server: ServerSpec = ServerSpec()
     batching: BatchingSpec = BatchingSpec()
     instances: InstancesSpec = InstancesSpec()

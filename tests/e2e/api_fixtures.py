@@ -6,7 +6,10 @@ Two real stacks (`appliance serve`: supervisord + tritonserver + gateway), modul
     * `tiny-jina`   the tiny jina-v3-shaped model (5 tasks, hidden 64, dimensions [32, 64], vocab 3000),
     * `minilm`      all-MiniLM-L6-v2 int8, a `sentence-transformer` (no tasks, hidden 384),
     * `tiny-plain`  the SAME tiny folder with `task_instructions = false`, `default_task =
-                    "retrieval.query"` and `dimensions = [32]` (routing must pick its settings),
+                    "separation"`, `dimensions = [32]` and no presets (routing must pick its settings),
+    * presets: `tiny-jina`'s automatic ones (`tiny-jina-query`, `tiny-jina-passage`, ...), and two
+      declared: `tiny-passage-32` (tiny-jina, retrieval.passage, 32 dimensions) and
+      `text-embedding-3-small` (minilm, encoding_format float),
   behind one API key (plaintext `key`, so clients authenticate as users do).
 - `tight`: a small stack with tight `[limits]` (4 inputs, 50 tokens per request, 2048-byte bodies,
   ONE concurrent request) serving `tiny16` (tiny folder, `max_tokens = 16`) and `minilm16`
@@ -36,7 +39,9 @@ F64 = npt.NDArray[np.float64]
 
 TINY = "tiny-jina"
 DEMO = "minilm"
-PLAIN = "tiny-plain"  # tiny folder, task_instructions = false, default_task = retrieval.query, dimensions [32]
+PLAIN = "tiny-plain"  # tiny folder, task_instructions = false, default_task = separation, dimensions [32]
+PASSAGE32 = "tiny-passage-32"  # preset: tiny-jina, task retrieval.passage, dimensions 32
+ALIAS = "text-embedding-3-small"  # preset: minilm, encoding_format float
 TINY16 = "tiny16"  # tight stack: tiny folder, max_tokens = 16
 DEMO16 = "minilm16"  # tight stack: demo folder, max_tokens = 16
 API_KEY = "sk-api-tests-7c1e0b"
@@ -117,8 +122,10 @@ def api(tmp_path_factory: pytest.TempPathFactory, tiny_jina_dir: Path, demo_mode
         + f'keys = [{{name = "api-tests", key = "{API_KEY}"}}]\n'
         + model_toml(TINY, tiny_jina_dir, precision="fp32")
         + model_toml(DEMO, demo_model_dir)
-        + model_toml(PLAIN, tiny_jina_dir, precision="fp32", task_instructions=False, default_task="retrieval.query",
-                     dimensions=[32])
+        + model_toml(PLAIN, tiny_jina_dir, precision="fp32", task_instructions=False, default_task="separation",
+                     dimensions=[32], task_presets=False)
+        + f'[[presets]]\nname = "{PASSAGE32}"\nmodel = "{TINY}"\ntask = "retrieval.passage"\ndimensions = 32\n'
+        + f'[[presets]]\nname = "{ALIAS}"\nmodel = "{DEMO}"\nencoding_format = "float"\n'
     )
     yield from _start(tmp_path_factory.mktemp("api-main"), toml, API_KEY)
 
@@ -172,7 +179,7 @@ def expected_vectors(
     inputs: Sequence[str] | Sequence[Sequence[int]],
     *,
     task: str | None = None,
-    default_task: str = "text-matching",
+    default_task: str = "retrieval.query",
     instructions: bool = True,
     dimensions: int | None = None,
     normalized: bool = True,
@@ -181,11 +188,11 @@ def expected_vectors(
 ) -> Expected:
     """What the appliance must return, computed one sequence at a time by ONNX Runtime.
 
-    Strings get the task instruction (when `instructions`); token-id inputs are content tokens
-    wrapped in the specials with no instruction. Late chunking: `<s>` + the instruction's tokens
+    Strings get the task instruction (when `instructions`) and the specials; token-id inputs are
+    fed exactly as given. Late chunking: `<s>` + the instruction's tokens
     (strings only; its trailing space dropped, as it would merge into the next word) + every
     input's content + `</s>`, each input's span mean-pooled. `truncate_to` keeps that many content
-    tokens plus the specials.
+    tokens plus the specials (token ids: that many plus the specials' count, the first ones).
     """
     run_task = (task or default_task) if is_jina(ref) else None
     head, tail = specials(ref)
@@ -208,10 +215,10 @@ def expected_vectors(
         for item in inputs:
             if isinstance(item, str):
                 ids = list(ref.tokenizer.encode(instruction + item).ids)
+                if truncate_to is not None and len(ids) - len(head) - len(tail) > truncate_to:
+                    ids = [*ids[: len(head) + truncate_to], *ids[len(ids) - len(tail):]]
             else:
-                ids = [*head, *item, *tail]
-            if truncate_to is not None and len(ids) - len(head) - len(tail) > truncate_to:
-                ids = [*ids[: len(head) + truncate_to], *ids[len(ids) - len(tail):]]
+                ids = list(item)[: None if truncate_to is None else truncate_to + len(head) + len(tail)]
             tokens += len(ids)
             raws.append(ref.hidden(ids, run_task).mean(axis=0))
     out = []

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from tests.e2e.api_fixtures import (  # noqa: F401  (fixtures are used by name)
+    ALIAS,
     API_KEY,
     DEMO,
     DEMO16,
@@ -36,6 +37,7 @@ from tests.e2e.api_fixtures import (  # noqa: F401  (fixtures are used by name)
     F64,
     JINA_TASKS,
     MAIN_BATCHING,
+    PASSAGE32,
     PLAIN,
     SHORT_MAX_TOKENS,
     TEXTS,
@@ -73,9 +75,9 @@ def refs(tiny_reference: Reference, demo_reference: Reference) -> dict[str, Refe
 
 # How each served model resolves a request without `task`, and whether it prepends instructions.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    TINY: {"default_task": "text-matching", "instructions": True},
-    TINY16: {"default_task": "text-matching", "instructions": True},
-    PLAIN: {"default_task": "retrieval.query", "instructions": False},
+    TINY: {"default_task": "retrieval.query", "instructions": True},
+    TINY16: {"default_task": "retrieval.query", "instructions": True},
+    PLAIN: {"default_task": "separation", "instructions": False},
     DEMO: {},
     DEMO16: {},
 }
@@ -253,17 +255,29 @@ BAD: list[Bad] = [
     Bad("input-is-an-object", _b(input={"text": "a"}), param="input"),
     Bad("input-is-a-number", _b(input=5), param="input"),
     Bad("input-missing", {"model": TINY}, param=None, says=("input",)),
-    # --- token ids outside the vocabulary: 422
-    Bad("token-id-equal-to-vocab-size", _b(input=[5, TINY_VOCAB]), status=422, param="input",
+    # --- token ids outside the vocabulary: 400, like every other invalid input
+    Bad("token-id-equal-to-vocab-size", _b(input=[5, TINY_VOCAB]), param="input", code="invalid_token_id",
         says=(str(TINY_VOCAB), f"0..{TINY_VOCAB - 1}")),
-    Bad("negative-token-id", _b(input=[-1]), status=422, param="input", says=("-1",)),
-    Bad("token-id-out-of-vocab-in-second-list", _b(input=[[5], [6, TINY_VOCAB + 7]]), status=422,
-        param="input[1]"),
-    Bad("token-id-beyond-int64", _b(input=[2**64]), status=422, param="input"),
-    Bad("token-id-beyond-demo-vocab", _b(DEMO, input=[101, 30522, 102]), status=422, param="input",
-        says=("30522",)),
+    Bad("negative-token-id", _b(input=[-1]), param="input", says=("-1",)),
+    Bad("token-id-out-of-vocab-in-second-list", _b(input=[[5], [6, TINY_VOCAB + 7]]), param="input[1]"),
+    Bad("token-id-beyond-int64", _b(input=[2**64]), param="input"),
+    Bad("token-id-beyond-demo-vocab", _b(DEMO, input=[101, 30522, 102]), param="input", says=("30522",)),
     Bad("late-chunking-token-id-out-of-vocab", _b(input=[[5], [TINY_VOCAB]], late_chunking=True),
-        status=422, param="input[1]"),
+        param="input[1]"),
+    # --- input_type and presets
+    Bad("unknown-input-type", _b(input="a", input_type="search_query"), param="input_type",
+        says=("search_query", "`query`, `passage`, `document`")),
+    Bad("input-type-disagrees-with-task", _b(input="a", input_type="query", task="retrieval.passage"),
+        param="input_type", says=("disagree",)),
+    Bad("input-type-on-a-sentence-transformer", _b(DEMO, input="a", input_type="query"), param="input_type",
+        says=("no tasks",)),
+    Bad("task-disagrees-with-preset", _b("tiny-jina-passage", input="a", task="retrieval.query"), param="task",
+        says=("tiny-jina-passage", "retrieval.passage", f"send model `{TINY}`")),
+    Bad("input-type-disagrees-with-preset", _b(PASSAGE32, input="a", input_type="query"), param="input_type"),
+    Bad("dimensions-disagree-with-preset", _b(PASSAGE32, input="a", dimensions=64), param="dimensions",
+        says=("32", "64")),
+    Bad("preset-of-a-model-without-presets", _b("tiny-plain-query", input="a"), status=404, param="model",
+        code="model_not_found"),
     # --- model
     Bad("unknown-model", _b("no-such-model", input="a"), status=404, param="model", code="model_not_found",
         says=("no-such-model", TINY, DEMO, PLAIN)),
@@ -330,17 +344,18 @@ BAD: list[Bad] = [
     Bad("tokenize-empty-input", _b(input=""), path="/tokenize", param="input"),
     Bad("tokenize-empty-string-in-list", _b(input=["a", ""]), path="/tokenize", param="input[1]"),
     # --- length and [limits] (the `tight` stack: max_tokens 16, 4 inputs, 50 tokens, 2048 bytes)
-    Bad("over-long-input-without-truncate", _b(TINY16, input=["short", LONG_TEXT]), stack="tight",
+    Bad("over-long-input-without-truncate", _b(TINY16, input=["short", LONG_TEXT], task="text-matching"), stack="tight",
         param="input[1]", code="context_length_exceeded",
         says=("input[1]", "{tiny_long} tokens", str(SHORT_MAX_TOKENS), "truncate")),
     Bad("over-long-input-on-the-sentence-transformer", _b(DEMO16, input=[LONG_TEXT]), stack="tight",
         param="input[0]", code="context_length_exceeded", says=("input[0]", "{demo_long} tokens")),
-    Bad("over-long-token-ids-without-truncate", _b(TINY16, input=[[7] * (SHORT_MAX_TOKENS + 1)]), stack="tight",
-        param="input[0]", code="context_length_exceeded", says=(f"{SHORT_MAX_TOKENS + 1} tokens",)),
+    Bad("over-long-token-ids-without-truncate", _b(TINY16, input=[[7] * (SHORT_MAX_TOKENS + 3)]), stack="tight",
+        param="input", code="context_length_exceeded",
+        says=(f"{SHORT_MAX_TOKENS + 3} token ids", f"limit of {SHORT_MAX_TOKENS + 2}")),
     Bad("over-long-with-the-instruction", _b(TINY16, input="capital of France and Germany", task="retrieval.query"),
         stack="tight", param="input[0]", code="context_length_exceeded", says=("{tiny_query} tokens",)),
     Bad("late-chunking-over-max-tokens", _b(TINY16, input=["first input here now", "second input here"],
-                                            late_chunking=True),
+                                            late_chunking=True, task="text-matching"),
         stack="tight", param="input", code="context_length_exceeded", says=("{tiny_late} tokens",)),
     Bad("late-chunking-ignores-truncate-when-over", _b(TINY16, input=[LONG_TEXT], late_chunking=True,
                                                        truncate=True),
@@ -434,9 +449,11 @@ def test_truncate_true_cuts_the_content_keeps_the_specials_and_equals_the_refere
     uncut = expected_vectors(ref, inputs, task=task, **MODEL_DEFAULTS[model])
     instruction = ref.instruction(task) if task else ""
     for i, item in enumerate(inputs):
-        length = len(content_ids(ref, instruction + item)) if isinstance(item, str) else len(item)
+        strings = isinstance(item, str)
+        length = len(content_ids(ref, instruction + item)) if strings else len(item)
+        limit = SHORT_MAX_TOKENS if strings else SHORT_MAX_TOKENS + 2  # ids: the specials' places too
         changed = float(np.abs(got[i] - uncut.vectors[i]).max()) > 1e-3
-        assert changed == (length > SHORT_MAX_TOKENS), f"input {i} ({length} tokens): cut={changed}"
+        assert changed == (length > limit), f"input {i} ({length} tokens): cut={changed}"
 
 
 def test_truncate_changes_nothing_for_inputs_within_the_limit(tight: Api, refs: dict[str, Reference]) -> None:
@@ -610,48 +627,53 @@ def test_concurrent_late_chunked_and_plain_requests_get_their_own_vectors(api: A
 
 
 # ================================================================================================
-# 7. Token-array input: the model's own content tokens, wrapped in the specials, no instruction
+# 7. Token-array input: fed to the model exactly as sent (no specials, no instruction added)
 # ================================================================================================
 
 
-@pytest.mark.parametrize(("model", "task"), [(TINY, "separation"), (TINY, "classification"),
-                                             (TINY, "text-matching"), (DEMO, None)])
-def test_token_array_input_gives_the_same_vector_as_the_equivalent_string(
+@pytest.mark.parametrize(("model", "task"), [*[(TINY, t) for t in JINA_TASKS], (TINY, None), (DEMO, None),
+                                             (PLAIN, "retrieval.query")])
+def test_the_ids_tokenize_returns_give_the_texts_own_vector(
     api: Api, refs: dict[str, Reference], model: str, task: str | None
 ) -> None:
-    ref = refs[model]
     extra = {"task": task} if task else {}
     strings = items_in_order(api.embeddings({"model": model, "input": TEXTS, "encoding_format": "float",
                                              **extra}), len(TEXTS))
-    lists = [content_ids(ref, t) for t in TEXTS]
-    as_lists = items_in_order(api.embeddings({"model": model, "input": lists, "encoding_format": "float",
-                                              **extra}), len(TEXTS))
-    want = expected_vectors(ref, TEXTS, task=task, **MODEL_DEFAULTS[model])
-    for i, text in enumerate(TEXTS):
+    tokenized = api.post("/tokenize", {"model": model, "input": TEXTS, **extra}).json()["tokens"]
+    lists = [[t["id"] for t in seq] for seq in tokenized]
+    as_lists = api.embeddings({"model": model, "input": lists, "encoding_format": "float", **extra})
+    want = expected_vectors(refs[model], TEXTS, task=task, **MODEL_DEFAULTS[model])
+    assert as_lists["usage"]["prompt_tokens"] == want.tokens
+    for i in range(len(TEXTS)):
         one = items_in_order(api.embeddings({"model": model, "input": lists[i], "encoding_format": "float",
                                              **extra}), 1)[0]
-        for label, got in (("int[][]", as_lists[i]), ("int[]", one)):
+        for label, got in (("int[][]", items_in_order(as_lists, len(TEXTS))[i]), ("int[]", one)):
             assert_close(decode_item(got), decode_item(strings[i]), f"{label} vs string, input {i}", atol=1e-5)
         assert_close(decode_item(strings[i]), want.vectors[i], f"string input {i} vs the Reference")
 
 
-def test_token_ids_get_no_instruction_so_the_tokenized_instruction_reproduces_the_string_path(
-    api: Api, tiny_reference: Reference
-) -> None:
-    """For retrieval.query the string path prepends the instruction; ids are taken as given."""
+def test_token_ids_get_nothing_added(api: Api, tiny_reference: Reference) -> None:
+    """Content ids alone (no `<s>`/`</s>`, no instruction) are embedded as exactly that sequence."""
     text = TEXTS[1]
-    string = decode_item(items_in_order(api.embeddings(
-        {"model": TINY, "input": text, "task": "retrieval.query", "encoding_format": "float"}), 1)[0])
-    bare = decode_item(items_in_order(api.embeddings(
-        {"model": TINY, "input": content_ids(tiny_reference, text), "task": "retrieval.query",
-         "encoding_format": "float"}), 1)[0])
-    tokens = api.post("/tokenize", {"model": TINY, "input": text, "task": "retrieval.query"}).json()["tokens"][0]
-    with_instruction = decode_item(items_in_order(api.embeddings(
-        {"model": TINY, "input": [t["id"] for t in tokens[1:-1]], "task": "retrieval.query",
-         "encoding_format": "float"}), 1)[0])
-    assert float(np.abs(bare - string).max()) > 1e-3, "token ids got the instruction prepended"
-    assert_close(with_instruction, string, "tokenize's ids fed back as token ids", atol=1e-5)
-    assert_close(bare, tiny_reference.embed(text, "retrieval.query", instructions=False), "bare ids")
+    bare = content_ids(tiny_reference, text)
+    for task in ("retrieval.query", "separation"):
+        got = decode_item(items_in_order(api.embeddings(
+            {"model": TINY, "input": bare, "task": task, "encoding_format": "float"}), 1)[0])
+        want = expected_vectors(tiny_reference, [bare], task=task)
+        assert want.tokens == len(bare)
+        assert_close(got, want.vectors[0], f"{task}: the bare ids as given")
+        string = decode_item(items_in_order(api.embeddings(
+            {"model": TINY, "input": text, "task": task, "encoding_format": "float"}), 1)[0])
+        assert float(np.abs(got - string).max()) > 1e-3, f"{task}: bare ids were wrapped like the text"
+
+
+def test_tokenize_without_special_tokens_leaves_out_the_specials_only(api: Api, tiny_reference: Reference) -> None:
+    body = {"model": TINY, "input": TEXTS[0], "task": "retrieval.query"}
+    full = [t["id"] for t in api.post("/tokenize", body).json()["tokens"][0]]
+    bare = api.post("/tokenize", {**body, "add_special_tokens": False}).json()["tokens"][0]
+    head, tail = specials(tiny_reference)
+    assert full == [*head, *[t["id"] for t in bare], *tail]
+    assert not any(t["special"] for t in bare)
 
 
 # ================================================================================================
@@ -698,15 +720,70 @@ def test_tokenize_accepts_a_single_string(api: Api, tiny_reference: Reference) -
     assert [t["id"] for t in result["tokens"][0]] == tiny_reference.ids("Hello world", "separation")
 
 
-def test_v1_models_lists_every_served_model_and_each_has_its_own_card(api: Api) -> None:
+AUTO_PRESETS = {f"{TINY}-query": "retrieval.query", f"{TINY}-passage": "retrieval.passage",
+                f"{TINY}-separation": "separation", f"{TINY}-classification": "classification",
+                f"{TINY}-text-matching": "text-matching"}
+
+
+def test_v1_models_lists_every_served_model_then_every_preset_each_with_its_own_card(api: Api) -> None:
     listed = api.get("/v1/models").json()
     assert listed["object"] == "list"
-    assert [m["id"] for m in listed["data"]] == [TINY, DEMO, PLAIN]
-    for name in (TINY, DEMO, PLAIN):
+    assert [m["id"] for m in listed["data"]] == [TINY, DEMO, PLAIN, *AUTO_PRESETS, PASSAGE32, ALIAS]
+    roots = {TINY: TINY, DEMO: DEMO, PLAIN: PLAIN, **dict.fromkeys(AUTO_PRESETS, TINY), PASSAGE32: TINY, ALIAS: DEMO}
+    for name, root in roots.items():
         card = api.get(f"/v1/models/{name}")
         assert card.status_code == 200, card.text
-        assert card.json() == {"id": name, "created": 0, "owned_by": "embed-appliance", "object": "model"}
+        assert card.json() == {"id": name, "created": 0, "owned_by": "embed-appliance", "object": "model",
+                               "root": root, "parent": None if name == root else root}
         assert card.json() in listed["data"]
+
+
+@pytest.mark.parametrize(("model", "fields", "task", "dims"), [
+    *[(name, {}, task, None) for name, task in AUTO_PRESETS.items()],
+    (f"{TINY}-passage", {"task": "retrieval.passage", "input_type": "document", "dimensions": 32}, "retrieval.passage",
+     32),
+    (PASSAGE32, {}, "retrieval.passage", 32),
+    (PASSAGE32, {"dimensions": 32, "normalized": True}, "retrieval.passage", 32),
+    (TINY, {"input_type": "query"}, "retrieval.query", None),
+    (TINY, {"input_type": "passage"}, "retrieval.passage", None),
+    (TINY, {"input_type": "document", "task": "retrieval.passage"}, "retrieval.passage", None),
+])
+def test_presets_and_input_type_embed_as_the_model_with_that_task(
+    api: Api, tiny_reference: Reference, model: str, fields: dict[str, Any], task: str, dims: int | None
+) -> None:
+    result = api.embeddings({"model": model, "input": TEXTS, "encoding_format": "float", **fields})
+    assert result["model"] == model  # echoed as sent, as OpenAI does
+    want = expected_vectors(tiny_reference, TEXTS, task=task, dimensions=dims)
+    for i, item in enumerate(items_in_order(result, len(TEXTS))):
+        assert_close(decode_item(item), want.vectors[i], f"{model} {fields} input {i}")
+    assert result["usage"]["prompt_tokens"] == want.tokens
+
+
+def test_a_presets_encoding_format_is_a_default_the_request_overrides(api: Api, demo_reference: Reference) -> None:
+    want = expected_vectors(demo_reference, TEXTS[:2])
+    plain = api.embeddings({"model": ALIAS, "input": TEXTS[:2]})
+    assert all(isinstance(item["embedding"], list) for item in plain["data"]), "the preset's float default"
+    b64 = api.embeddings({"model": ALIAS, "input": TEXTS[:2], "encoding_format": "base64"})
+    assert all(isinstance(item["embedding"], str) for item in b64["data"]), "the request's own format"
+    for result in (plain, b64):
+        for i, item in enumerate(items_in_order(result, 2)):
+            assert_close(decode_item(item), want.vectors[i], f"alias input {i}")
+
+
+def test_tokenize_takes_presets_and_input_type(api: Api, tiny_reference: Reference) -> None:
+    for body in ({"model": f"{TINY}-passage"}, {"model": TINY, "input_type": "passage"}, {"model": PASSAGE32}):
+        tokens = api.post("/tokenize", {**body, "input": "Hello world"}).json()["tokens"][0]
+        assert [t["id"] for t in tokens] == tiny_reference.ids("Hello world", "retrieval.passage"), body
+
+
+def test_info_lists_the_presets(api: Api) -> None:
+    presets = {p["name"]: p for p in api.get("/info").json()["presets"]}
+    assert list(presets) == [*AUTO_PRESETS, PASSAGE32, ALIAS]
+    assert presets[f"{TINY}-query"] == {"name": f"{TINY}-query", "model": TINY, "task": "retrieval.query",
+                                        "dimensions": None, "normalized": None, "embedding_type": None,
+                                        "encoding_format": None, "automatic": True}
+    assert (presets[PASSAGE32]["dimensions"], presets[PASSAGE32]["automatic"]) == (32, False)
+    assert presets[ALIAS]["encoding_format"] == "float"
 
 
 def test_info_lists_tasks_dimensions_max_tokens_batching_and_instances_as_compiled(
@@ -717,7 +794,7 @@ def test_info_lists_tasks_dimensions_max_tokens_batching_and_instances_as_compil
     assert list(models) == [TINY, DEMO, PLAIN]
     tiny_instructions = refs[TINY].config["task_instructions"]
     assert models[TINY] == {
-        "name": TINY, "kind": "jina-v3", "tasks": list(JINA_TASKS), "default_task": "text-matching",
+        "name": TINY, "kind": "jina-v3", "tasks": list(JINA_TASKS), "default_task": "retrieval.query",
         "task_instructions": tiny_instructions, "dimensions": TINY_DIMS, "max_tokens": 8192, "hidden_size": 64,
         "engine": {"name": "onnxruntime", "precision": "fp32", "reason": "precision = fp32 on onnxruntime (engine "
                    "auto: ONNX Runtime fp32 measured as fast as OpenVINO f32)", "fidelity": None,
@@ -728,8 +805,8 @@ def test_info_lists_tasks_dimensions_max_tokens_batching_and_instances_as_compil
     assert "already quantized" in models[DEMO]["engine"]["reason"]
     assert models[DEMO]["tasks"] == [] and models[DEMO]["default_task"] is None
     assert models[DEMO]["dimensions"] == [DEMO_HIDDEN] and models[DEMO]["hidden_size"] == DEMO_HIDDEN
-    assert models[DEMO]["max_tokens"] == refs[DEMO].config["max_position_embeddings"] - 2
-    assert models[PLAIN]["default_task"] == "retrieval.query"
+    assert models[DEMO]["max_tokens"] == 256 - 2  # sentence_bert_config.json's max_seq_length, [CLS]/[SEP] in it
+    assert models[PLAIN]["default_task"] == "separation"
     assert models[PLAIN]["dimensions"] == [32]
     assert not any(models[PLAIN]["task_instructions"].values()), "task_instructions = false still lists some"
     assert info["batching"] == {**MAIN_BATCHING, "preferred_batch_sizes": []}
@@ -766,7 +843,8 @@ def test_each_model_in_one_embed_toml_answers_with_its_own_vectors(api: Api, ref
     with_instruction = decode_item(api.embeddings({**query, "model": TINY})["data"][0]["embedding"])
     without = decode_item(api.embeddings({**query, "model": PLAIN})["data"][0]["embedding"])
     assert float(np.abs(with_instruction - without).max()) > 1e-3, "task_instructions = false was not applied"
-    assert_close(without, got[PLAIN][0], "tiny-plain's default task is retrieval.query")
+    assert_close(without, expected_vectors(refs[PLAIN], texts[:1], task="retrieval.query", instructions=False)
+                 .vectors[0], "tiny-plain, retrieval.query without its instruction")
 
     async def interleaved() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=api.base_url, headers={"Authorization": f"Bearer {API_KEY}"},

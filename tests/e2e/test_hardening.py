@@ -58,8 +58,9 @@ RPM_KEY = "sk-hardening-rpm-40e8d6c1a9"
 TPM_KEY = "sk-hardening-tpm-7f2b5e9d03"
 METRICS_RPM_KEY = "sk-hardening-mrpm-c6a1f08b4e"
 PLAIN_RPM_KEY = "sk-hardening-plainrpm-81b3d5"
+BOTH_KEY = "sk-hardening-both-5d2c7e19"
 WRONG_KEY = "sk-hardening-wrong-2e6d9b7a15"
-SECRETS = (ENV_KEY, PLAIN_KEY, SHA_KEY, RPM_KEY, TPM_KEY, METRICS_RPM_KEY, PLAIN_RPM_KEY, WRONG_KEY)
+SECRETS = (ENV_KEY, PLAIN_KEY, SHA_KEY, RPM_KEY, TPM_KEY, METRICS_RPM_KEY, PLAIN_RPM_KEY, BOTH_KEY, WRONG_KEY)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -231,6 +232,7 @@ def guarded_auth_toml() -> str:
         f'  {{name = "capped-tpm", sha256 = "{sha(TPM_KEY)}", tokens_per_minute = 200}},\n'
         f'  {{name = "metrics-rpm", sha256 = "{sha(METRICS_RPM_KEY)}", requests_per_minute = 1}},\n'
         f'  {{name = "capped-plain", key = "{PLAIN_RPM_KEY}", requests_per_minute = 1}},\n'
+        f'  {{name = "capped-both", sha256 = "{sha(BOTH_KEY)}", requests_per_minute = 4, tokens_per_minute = 500}},\n'
         "]\n"
     )
 
@@ -483,6 +485,40 @@ def test_per_key_request_and_token_limits_refuse_only_that_key_with_429_and_retr
               metric(before, "embed_requests_total", key=k, status="429")
               for k in ("capped-rpm", "capped-tpm", "ops-plain", "ops-env")}
     assert by_key == {"capped-rpm": 1, "capped-tpm": 1, "ops-plain": 0, "ops-env": 0}
+
+
+def openai_seconds(duration: str) -> float:
+    """`17ms`, `8.64s`, `1m0s` -> seconds."""
+    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?", duration)
+    assert match and duration, f"not an OpenAI duration: {duration!r}"
+    minutes, seconds, ms = match.groups()
+    return int(minutes or 0) * 60 + float(seconds or 0) + int(ms or 0) / 1000
+
+
+def test_every_answer_to_a_limited_key_carries_openais_rate_limit_headers(guarded: Running) -> None:
+    spent = 0
+    for i in range(3):
+        response = guarded.embed(f"hello number {i}", key=BOTH_KEY)
+        assert response.status_code == 200, response.text
+        spent += response.json()["usage"]["prompt_tokens"]
+        h = response.headers
+        assert (h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"]) == ("4", str(3 - i))
+        assert (h["x-ratelimit-limit-tokens"], h["x-ratelimit-remaining-tokens"]) == ("500", str(500 - spent))
+        for what in ("requests", "tokens"):  # the first request leaves the window first
+            assert 55 < openai_seconds(h[f"x-ratelimit-reset-{what}"]) <= 60, h
+    bad = guarded.embed("fourth", key=BOTH_KEY, dimensions=7)  # a refused request still counts as a request
+    assert_openai_error(bad, 400)
+    assert bad.headers["x-ratelimit-remaining-requests"] == "0"
+    assert bad.headers["x-ratelimit-remaining-tokens"] == str(500 - spent)
+    refused = guarded.embed("fifth", key=BOTH_KEY)
+    assert_openai_error(refused, 429, "rate_limit_error")
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    reset = openai_seconds(refused.headers["x-ratelimit-reset-requests"])
+    retry = assert_retry_after(refused)
+    assert retry - 1 <= reset <= retry, (retry, reset)  # Retry-After is the reset, rounded up to seconds
+    assert abs(int(refused.headers["retry-after-ms"]) - reset * 1000) <= 1
+    plain = guarded.embed("a key without limits", key=PLAIN_KEY)
+    assert plain.status_code == 200 and not any(k.startswith("x-ratelimit") for k in plain.headers)
 
 
 def test_a_per_key_limit_on_a_key_written_in_plaintext_is_enforced_too(guarded: Running) -> None:

@@ -278,7 +278,7 @@ def test_tiny_jina_defaults_resolve_from_its_folder(tmp_path: Path, tiny_jina_di
     model = compile_text(tmp_path, model_toml(tiny_jina_dir)).gateway.models[0]
     assert model.tasks == JINA_TASKS
     assert model.task_ids == {task: i for i, task in enumerate(JINA_TASKS)}
-    assert model.default_task == "text-matching"
+    assert model.default_task == "retrieval.query"  # the reference design's default
     assert model.max_tokens == 8192
     assert model.dimensions == [32, 64]
     assert model.hidden_size == 64
@@ -339,10 +339,110 @@ def test_sentence_transformer_defaults_have_no_tasks_and_only_the_hidden_size(
 def test_default_max_tokens_ignores_the_padding_configured_in_tokenizer_json(
     tmp_path: Path, demo_model_dir: Path
 ) -> None:
-    # all-MiniLM's tokenizer.json pads every encoding to 128; the model takes 512 positions,
-    # two of which are [CLS] and [SEP].
+    # all-MiniLM's tokenizer.json pads every encoding to 128; sentence_bert_config.json says the
+    # model is used at 256 tokens, two of which are [CLS] and [SEP].
     model = compile_text(tmp_path, model_toml(demo_model_dir)).gateway.models[0]
-    assert model.max_tokens == 510
+    assert model.max_tokens == 254
+
+
+def test_without_sentence_bert_config_max_tokens_is_the_models_positions(
+    tmp_path: Path, demo_model_dir: Path
+) -> None:
+    folder = tmp_path / "minilm"
+    folder.mkdir()
+    for item in demo_model_dir.iterdir():
+        if item.name != "sentence_bert_config.json":
+            (folder / item.name).symlink_to(item.resolve())
+    assert compile_text(tmp_path, model_toml(folder)).gateway.models[0].max_tokens == 510
+
+
+def test_max_tokens_may_be_raised_above_sentence_bert_configs_length_up_to_the_positions(
+    tmp_path: Path, demo_model_dir: Path
+) -> None:
+    extra = "max_tokens = 510\n"
+    assert compile_text(tmp_path, model_toml(demo_model_dir, extra=extra)).gateway.models[0].max_tokens == 510
+
+
+def test_a_task_subset_without_retrieval_query_defaults_to_its_first_task(
+    tmp_path: Path, tiny_jina_dir: Path
+) -> None:
+    extra = 'tasks = ["text-matching", "retrieval.query"]\n'
+    assert compile_text(tmp_path, model_toml(tiny_jina_dir, extra=extra)).gateway.models[0].default_task == (
+        "retrieval.query"
+    )
+
+
+# --- presets ------------------------------------------------------------------------------------
+
+
+def presets_of(compiled: CompiledAppliance) -> dict[str, tuple[str, str | None, bool]]:
+    return {p.name: (p.model, p.task, p.automatic) for p in compiled.gateway.presets}
+
+
+def test_every_jina_model_gets_one_preset_per_served_task(tmp_path: Path, tiny_jina_dir: Path) -> None:
+    compiled = compile_text(tmp_path, model_toml(tiny_jina_dir, name="jina-v3"))
+    assert presets_of(compiled) == {
+        "jina-v3-query": ("jina-v3", "retrieval.query", True),
+        "jina-v3-passage": ("jina-v3", "retrieval.passage", True),
+        "jina-v3-separation": ("jina-v3", "separation", True),
+        "jina-v3-classification": ("jina-v3", "classification", True),
+        "jina-v3-text-matching": ("jina-v3", "text-matching", True),
+    }
+
+
+def test_automatic_presets_follow_the_served_tasks_and_can_be_switched_off(
+    tmp_path: Path, tiny_jina_dir: Path, demo_model_dir: Path
+) -> None:
+    subset = model_toml(tiny_jina_dir, name="a", extra='tasks = ["retrieval.passage"]\n')
+    off = model_toml(tiny_jina_dir, name="b", extra="task_presets = false\n")
+    compiled = compile_text(tmp_path, subset + off + model_toml(demo_model_dir, name="minilm"))
+    assert presets_of(compiled) == {"a-passage": ("a", "retrieval.passage", True)}
+
+
+def test_declared_presets_fix_fields_and_replace_an_automatic_one_of_the_same_name(
+    tmp_path: Path, tiny_jina_dir: Path, demo_model_dir: Path
+) -> None:
+    text = model_toml(tiny_jina_dir, name="jina") + model_toml(demo_model_dir, name="minilm") + (
+        '[[presets]]\nname = "jina-query"\nmodel = "jina"\ntask = "retrieval.query"\ndimensions = 32\n'
+        '[[presets]]\nname = "text-embedding-3-small"\nmodel = "minilm"\nencoding_format = "float"\n'
+    )
+    presets = {p.name: p for p in compile_text(tmp_path, text).gateway.presets}
+    assert presets["jina-query"].dimensions == 32 and not presets["jina-query"].automatic
+    small = presets["text-embedding-3-small"]
+    assert (small.model, small.task, small.encoding_format, small.automatic) == ("minilm", None, "float", False)
+    assert len(presets) == 6
+
+
+@pytest.mark.parametrize(
+    ("preset", "key", "says"),
+    [
+        ('name = "p"\nmodel = "nope"\n', "presets[0].model", "`nope` is not a served model"),
+        ('name = "p"\nmodel = "jina"\ntask = "retrieval.qery"\n', "presets[0].task", "retrieval.qery"),
+        ('name = "p"\nmodel = "minilm"\ntask = "retrieval.query"\n', "presets[0].task", "has no tasks"),
+        ('name = "p"\nmodel = "jina"\ndimensions = 48\n', "presets[0].dimensions", "48"),
+        ('name = "minilm"\nmodel = "jina"\n', "presets[0].name", "also a model's name"),
+        ('name = "p"\nmodel = "jina"\n[[presets]]\nname = "p"\nmodel = "minilm"\n', "presets[1].name",
+         "declared twice"),
+        ('name = "p"\nmodel = "jina"\nencoding_format = "binary"\n', "presets[0].encoding_format", "binary"),
+        ('name = "p"\nmodel = "jina"\ntsk = "x"\n', "presets[0].tsk", "unknown key"),
+        ('name = "has space"\nmodel = "jina"\n', "presets[0].name", ""),
+    ],
+)
+def test_bad_presets_stop_compilation_naming_the_key(
+    tmp_path: Path, tiny_jina_dir: Path, demo_model_dir: Path, preset: str, key: str, says: str
+) -> None:
+    text = model_toml(tiny_jina_dir, name="jina") + model_toml(demo_model_dir, name="minilm") + "[[presets]]\n" + preset
+    error = compile_error(tmp_path, text)
+    assert error.key == key
+    assert says in str(error)
+
+
+def test_an_automatic_preset_that_clashes_with_a_model_name_is_an_error(
+    tmp_path: Path, tiny_jina_dir: Path, demo_model_dir: Path
+) -> None:
+    error = compile_error(tmp_path, model_toml(tiny_jina_dir, name="m") + model_toml(demo_model_dir, name="m-query"))
+    assert error.key == "models[0].task_presets"
+    assert "task_presets = false" in error.fix
 
 
 # --- threads ------------------------------------------------------------------------------------

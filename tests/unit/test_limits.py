@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.errors import RateLimitError
-from appliance.gateway.limits import ConcurrencyLimiter, KeyRateLimiter
+from appliance.gateway.limits import ConcurrencyLimiter, KeyRateLimiter, openai_duration
 
 
 class FakeClock:
@@ -204,3 +204,49 @@ def test_the_token_window_always_equals_the_tokens_of_requests_from_the_last_min
         history.append((clock.now, 0))
         in_window = sum(t for when, t in history if when > clock.now - KeyRateLimiter.WINDOW_S)
         assert limits.windows["k"].tokens == in_window
+
+
+# --------------------------------------------------------------------------- OpenAI's headers
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0, "0ms"), (0.0171, "18ms"), (0.9995, "1s"), (1, "1s"),
+                                               (8.64, "8.64s"), (59.4381, "59.439s"), (60, "1m0s"), (61.5, "1m1.5s")])
+def test_reset_durations_are_written_as_openai_writes_them(seconds: float, text: str) -> None:
+    assert openai_duration(seconds) == text
+
+
+def test_headers_report_limit_remaining_and_when_remaining_rises() -> None:
+    clock = FakeClock()
+    limiter = KeyRateLimiter({"k": (3, 100), "open": (None, None)}, clock=clock)
+    assert limiter.headers("k") == {
+        "x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "0ms",
+        "x-ratelimit-limit-tokens": "100", "x-ratelimit-remaining-tokens": "100", "x-ratelimit-reset-tokens": "0ms",
+    }
+    limiter.add_tokens("k", 30, limiter.check("k"))
+    clock.advance(10)
+    limiter.add_tokens("k", 50, limiter.check("k"))
+    got = limiter.headers("k")
+    assert (got["x-ratelimit-remaining-requests"], got["x-ratelimit-reset-requests"]) == ("1", "50s")
+    assert (got["x-ratelimit-remaining-tokens"], got["x-ratelimit-reset-tokens"]) == ("20", "50s")
+    limiter.add_tokens("k", 40, limiter.check("k"))  # 120 tokens: over the budget until the first 30 leave
+    got = limiter.headers("k")
+    assert (got["x-ratelimit-remaining-requests"], got["x-ratelimit-remaining-tokens"]) == ("0", "0")
+    assert (got["x-ratelimit-reset-requests"], got["x-ratelimit-reset-tokens"]) == ("50s", "50s")
+    with pytest.raises(RateLimitError) as refused:
+        limiter.check("k")
+    assert refused.value.retry_after == 50  # the requests limit is hit first: it frees in 50 s
+    assert refused.value.headers == {"retry-after-ms": "50000"}
+    assert limiter.headers("open") == {} and limiter.headers(None) == {}
+
+
+def test_the_retry_after_of_a_token_refusal_agrees_with_the_token_reset_header() -> None:
+    clock = FakeClock()
+    limiter = KeyRateLimiter({"k": (None, 100)}, clock=clock)
+    limiter.add_tokens("k", 70, limiter.check("k"))
+    clock.advance(20.25)
+    limiter.add_tokens("k", 40, limiter.check("k"))
+    reset = limiter.headers("k")["x-ratelimit-reset-tokens"]
+    assert reset == "39.75s"  # the first request's 70 tokens leave, then 40 < 100
+    with pytest.raises(RateLimitError) as refused:
+        limiter.check("k")
+    assert refused.value.retry_after == 40 and refused.value.headers == {"retry-after-ms": "39750"}
