@@ -79,7 +79,7 @@ class BaselineModel:
         config = json.loads((self.folder / "config.json").read_text())
         self.pad_id = int(config.get("pad_token_id") or 0)
         adaptations = config.get("lora_adaptations")
-        self.task_id = adaptations.index("text-matching") if adaptations else None
+        self.task_id = adaptations.index("retrieval.query") if adaptations else None  # the appliance default
         self.tokenizer = load_tokenizer(self.folder)
 
     @property

@@ -27,7 +27,7 @@ ADDRESS = re.compile(r"(?:127\.0\.0\.1|localhost):8080")
 
 
 def code_blocks(language: str) -> list[str]:
-    return re.findall(rf"^```{language}\n(.*?)^```", README.read_text(encoding="utf-8"), re.M | re.S)
+    return re.findall(rf"^```{language}\n(.*?)^```", README.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL)
 
 
 def curl_commands() -> list[str]:
