@@ -11,6 +11,8 @@ python=$(command -v python3.11 || command -v python3 || true)
 [[ -n "$python" ]] || need_apt+=(python3 python3-venv)
 [[ -n "$python" ]] && ! "$python" -c 'import ensurepip, venv' 2>/dev/null && need_apt+=(python3-venv)
 ldconfig -p 2>/dev/null | grep -q 'libpython3.11.so.1.0' || need_apt+=(libpython3.11)
+# The test extra drives Debian's chromium for /docs (tests/e2e/test_docs_browser.py); optional elsewhere.
+[[ "${EXTRAS:-}" == *test* && ! -x /usr/bin/chromium && $(id -u) -eq 0 ]] && need_apt+=(chromium)
 if (( ${#need_apt[@]} )); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
         echo "install.sh: apt-get install ${need_apt[*]}"

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from appliance.compile.settings import GatewaySettings, read_compiled
 from appliance.errors import ApplianceError
 from appliance.gateway.auth import KeyRing
+from appliance.gateway.docs import docs_handlers
 from appliance.gateway.errors import (
     handle_appliance_error,
     handle_http_exception,
@@ -79,7 +80,7 @@ def create_app(settings: GatewaySettings, backend: EmbeddingBackend | None = Non
         return RequestLog(app, json_format=settings.log_format == "json", on_finish=count_request)
 
     return Litestar(
-        route_handlers=[*ROUTES, openapi],
+        route_handlers=[*ROUTES, openapi, *docs_handlers()],
         lifespan=[lifespan],
         middleware=[HeaderLimits, request_log],  # outermost first
         state=State({
