@@ -189,6 +189,14 @@ def test_the_api_key_comes_from_the_environment_passed_to_podman_run(running: Ru
         client.embeddings.create(model=MODEL_NAME, input="hello")
 
 
+def test_the_docs_page_and_its_assets_are_in_the_image(running: Running) -> None:
+    page = httpx.get(f"{running.base_url}/docs", timeout=10)
+    assert page.status_code == 200 and "swagger-ui-bundle.js" in page.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        response = httpx.get(f"{running.base_url}/docs/static/{asset}", timeout=10)
+        assert response.status_code == 200 and len(response.content) > 100_000, asset
+
+
 def test_healthcheck_reports_healthy(podman: Podman, running: Running) -> None:
     result = podman.run("healthcheck", "run", running.name, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
