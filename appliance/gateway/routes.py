@@ -144,8 +144,9 @@ async def _embed(request: Request[Any, Any, Any], state: State, fields: dict[str
         raise
     body = await decode(request, EmbeddingRequest)
     pipeline, preset = pipeline_for(state, body.model)
+    normalized = None if body.normalized is msgspec.UNSET else body.normalized
     asked = resolve(Asked(task=body.task, input_type=body.input_type, dimensions=body.dimensions,
-                          normalized=None if body.normalized is msgspec.UNSET else body.normalized, embedding_type=body.embedding_type,
+                          normalized=normalized, embedding_type=body.embedding_type,
                           encoding_format=body.encoding_format), preset)
     inputs = normalize_input(body.input)
     task = pipeline.resolve_task(asked.task, asked.task_param)

@@ -173,7 +173,7 @@ def test_embeddings_through_the_openai_client_match_a_reference(running: Running
     response = client.embeddings.create(model=MODEL_NAME, input=texts, encoding_format="float")
     reference = Reference(tiny_jina_dir)
     for text, item in zip(texts, response.data, strict=True):
-        expected = reference.embed(text, "text-matching")  # the default task
+        expected = reference.embed(text, "retrieval.query")  # the default task
         if engine["precision"] == "bf16":
             assert float(np.array(item.embedding) @ expected) >= engine["fidelity"]["threshold"]
         else:
