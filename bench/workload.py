@@ -21,6 +21,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from appliance.spec.modelinfo import inspect_model_folder
+
 SHORT, PASSAGE, LONG = "short", "passage", "long"
 MIX = ((SHORT, 0.70, (6, 30)), (PASSAGE, 0.25, (150, 400)), (LONG, 0.05, (1000, 2000)))
 
@@ -256,19 +258,5 @@ def _trim(text: str, kind: str, lang: str, target: int, hard_cap: int, tok: Toke
 
 
 def model_content_limit(model_dir: Path, specials: int) -> int:
-    """Content tokens the model takes: min(tokenizer model_max_length, positions) - specials, or
-    sentence_bert_config.json's max_seq_length - specials (what the appliance serves; README)."""
-    import json
-
-    st_config = model_dir / "sentence_bert_config.json"
-    if st_config.is_file() and json.loads(st_config.read_text()).get("max_seq_length"):
-        return int(json.loads(st_config.read_text())["max_seq_length"]) - specials
-    config = json.loads((model_dir / "config.json").read_text())
-    positions = int(config.get("max_position_embeddings") or 512)
-    tok_config_path = model_dir / "tokenizer_config.json"
-    model_max = positions
-    if tok_config_path.is_file():
-        value = json.loads(tok_config_path.read_text()).get("model_max_length")
-        if isinstance(value, int | float) and value < 10**6:
-            model_max = int(value)
-    return min(model_max, positions) - specials
+    """Content tokens the appliance takes by default for this folder (its own rule, ModelInfo)."""
+    return inspect_model_folder(model_dir, None).default_max_tokens(specials)

@@ -269,9 +269,7 @@ def _resolve_default_task(key: str, spec: ModelSpec, tasks: list[str]) -> str | 
 def _resolve_max_tokens(key: str, spec: ModelSpec, info: ModelInfo, specials: int) -> int:
     limit = info.model_max_length - specials
     if spec.max_tokens is None:
-        if info.max_seq_length:  # sentence-transformers' length counts the special tokens too
-            return max(1, min(info.max_seq_length - specials, limit))
-        return limit
+        return info.default_max_tokens(specials)
     if spec.max_tokens > limit:
         raise ConfigError(
             f"{key}.max_tokens",

@@ -41,11 +41,12 @@ class Resolved:
     wire: EmbeddingType  # embedding_type (request, then preset), else encoding_format (the same), else float
 
 
+_NO_PRESET = CompiledPreset(name="", model="")  # fixes nothing: the request's own fields, else the defaults
+
+
 def resolve(asked: Asked, preset: CompiledPreset | None) -> Resolved:
     task, param = requested_task(asked.task, asked.input_type)
-    if preset is None:
-        return Resolved(task, param, asked.dimensions, True if asked.normalized is None else asked.normalized,
-                        cast(EmbeddingType, asked.embedding_type or asked.encoding_format or "float"))
+    preset = preset or _NO_PRESET
     return Resolved(
         task=_fixed(preset, "task", preset.task, task, param),
         task_param=param,

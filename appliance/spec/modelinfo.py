@@ -80,6 +80,12 @@ class ModelInfo:
     # trained and is used at by sentence-transformers (all-MiniLM-L6-v2: 256 of its 512 positions).
     max_seq_length: int | None = None
 
+    def default_max_tokens(self, specials: int) -> int:
+        """Content tokens per input when embed.toml sets no `max_tokens`: sentence_bert_config's
+        length where there is one (it counts the special tokens too), else the model's positions."""
+        limit = self.model_max_length - specials
+        return max(1, min(self.max_seq_length - specials, limit)) if self.max_seq_length else limit
+
 
 def read_json(path: Path) -> dict[str, Any]:
     with path.open(encoding="utf-8") as f:
