@@ -20,10 +20,10 @@ from pathlib import Path
 
 import httpx
 
-from appliance.pipeline.packing import pack_by_length, padding_efficiency
+from appliance.ops.packing import pack_by_length, padding_efficiency
 from bench.stats import NoiseMeter, latency_stats
 from bench.workload import Item
-from tests.support.stack import Stack, model_toml, ports_toml
+from harness.stack import Stack, model_toml, ports_toml
 
 APPLIANCE_MODEL = "bench"
 LOOPBACK = "127.0.0.1"

@@ -30,10 +30,11 @@ from appliance.models.engines import (
     ort_options,
 )
 from appliance.models.graph import Rewrites
-from appliance.pipeline.packing import pack_by_length, pad_rows, padding_efficiency
-from appliance.pipeline.pooling import l2_normalize, masked_mean
+from appliance.ops.packing import pack_by_length, pad_rows, padding_efficiency
+from appliance.ops.pooling import l2_normalize, masked_mean
+from appliance.spec.tokenizer import load_tokenizer
 from bench.stats import NoiseMeter, latency_stats
-from bench.workload import Item, Workload, load_tokenizer
+from bench.workload import Item, Workload
 
 
 @dataclass
@@ -80,7 +81,7 @@ class BaselineModel:
         self.pad_id = int(config.get("pad_token_id") or 0)
         adaptations = config.get("lora_adaptations")
         self.task_id = adaptations.index("retrieval.query") if adaptations else None  # the appliance default
-        self.tokenizer = load_tokenizer(self.folder)
+        self.tokenizer = load_tokenizer(self.folder / "tokenizer.json")
 
     @property
     def label(self) -> str:

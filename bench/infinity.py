@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.appliance_client import Target
-from tests.support.stack import free_port, poll_until_ok
+from harness.stack import free_port, poll_until_ok
 
 SERVED_NAME = "bench"
 

@@ -43,9 +43,9 @@ import msgspec
 import onnxruntime
 
 from appliance.compile.compiler import available_cpus, compile_spec, engine_cache_dir
-from appliance.compile.settings import CompiledModel
 from appliance.models.engines import cpu_capabilities
 from appliance.models.graph import DISABLED_OPTIMIZERS
+from appliance.settings import CompiledModel
 from appliance.spec.loader import parse_spec
 from appliance.spec.schema import BatchingSpec
 from bench import appliance_client as ac
@@ -145,8 +145,8 @@ def merged_padding(requests: Sequence[Sequence[Item]], group: int, batching: dic
     The gateway chunks each request (pack_by_length); the dynamic batcher merges up to
     max_batch_size rows from `group` waiting requests; model.py repacks their rows together.
     """
-    from appliance.pipeline.packing import pack_by_length
-    from appliance.pipeline.packing import padding_efficiency as packer_efficiency
+    from appliance.ops.packing import pack_by_length
+    from appliance.ops.packing import padding_efficiency as packer_efficiency
 
     budget, rows = batching["max_batch_tokens"], batching["max_batch_size"]
     chunks: list[list[int]] = []
@@ -326,8 +326,8 @@ class Bench:
         at_best = merged_padding(workload.requests(best["request_size"]), best["concurrency"], batching)
         # The target's number: the appliance's packer on the whole mixed workload at once (as the
         # baseline's batches are), i.e. what model.py does when the queue holds all of it.
-        from appliance.pipeline.packing import pack_by_length
-        from appliance.pipeline.packing import padding_efficiency as packer_efficiency
+        from appliance.ops.packing import pack_by_length
+        from appliance.ops.packing import padding_efficiency as packer_efficiency
 
         lengths = [i.tokens for i in workload.items]
         mixed = round(packer_efficiency(lengths, pack_by_length(lengths, batching["max_batch_tokens"],

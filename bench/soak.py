@@ -46,9 +46,9 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from tests.support import procs
-from tests.support.reference import Reference
-from tests.support.stack import Stack, model_toml, ports_toml
+from harness import procs
+from harness.reference import Reference
+from harness.stack import Stack, model_toml, ports_toml
 
 MiB = 1024 * 1024
 MODEL = "soak"

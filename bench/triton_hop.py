@@ -22,12 +22,13 @@ import numpy.typing as npt
 import tritonclient.http.aio as triton_aio
 import uvloop
 
-from appliance.compile.pbtxt import EMBEDDING, INPUT_IDS, LENGTHS, NORM
 from appliance.pipeline.triton_http import TritonHTTP
+from appliance.spec.tokenizer import load_tokenizer
+from appliance.triton.interface import EMBEDDING, INPUT_IDS, LENGTHS, NORM
 from bench.appliance_client import APPLIANCE_MODEL, start_appliance
 from bench.run import resolve_model, short_requests
-from bench.workload import build_workload, load_tokenizer
-from tests.support.stack import toml_int
+from bench.workload import build_workload
+from harness.stack import toml_int
 
 Ids = npt.NDArray[np.int64]
 Call = Callable[[Ids], Awaitable[object]]
@@ -83,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
     folder = resolve_model(args.model)
-    tokenizer = load_tokenizer(folder)
+    tokenizer = load_tokenizer(folder / "tokenizer.json")
     queries = [np.array([tokenizer.encode(r[0].text).ids], np.int64)
                for r in short_requests(build_workload(folder, 200), args.calls)]
     running = start_appliance(folder, Path(tempfile.mkdtemp(prefix="hop-")))

@@ -22,6 +22,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from appliance.spec.modelinfo import inspect_model_folder
+from appliance.spec.tokenizer import load_tokenizer
 
 SHORT, PASSAGE, LONG = "short", "passage", "long"
 MIX = ((SHORT, 0.70, (6, 30)), (PASSAGE, 0.25, (150, 400)), (LONG, 0.05, (1000, 2000)))
@@ -188,20 +189,13 @@ def _fill(template: str, rng: random.Random) -> str:
     return template.format(**values)
 
 
-def load_tokenizer(model_dir: Path) -> Tokenizer:
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    return tokenizer
-
-
 def build_workload(model_dir: Path, n_items: int, *, seed: int = 20261125, max_tokens: int | None = None,
                    mix: Sequence[tuple[str, float, tuple[int, int]]] = MIX) -> Workload:
     """`n_items` texts in a seeded shuffled order; lengths measured with `model_dir`'s tokenizer.
 
     `max_tokens` (content tokens, without `<s>` `</s>`) defaults to the model's own limit.
     """
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir / "tokenizer.json")
     specials = len(tokenizer.encode("").ids)
     limit = max_tokens if max_tokens is not None else model_content_limit(model_dir, specials)
     rng = random.Random(seed)

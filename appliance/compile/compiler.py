@@ -20,7 +20,9 @@ import msgspec
 from appliance.compile import fidelity
 from appliance.compile.engine_choice import EngineChoice, choose_engine
 from appliance.compile.pbtxt import model_config_dict, render_pbtxt
-from appliance.compile.settings import (
+from appliance.errors import ConfigError
+from appliance.models.engines import EngineName, Precision, cpu_capabilities
+from appliance.settings import (
     CompiledAppliance,
     CompiledModel,
     CompiledPreset,
@@ -29,12 +31,14 @@ from appliance.compile.settings import (
     TritonSettings,
     write_compiled,
 )
-from appliance.errors import ConfigError
-from appliance.gateway.auth import KeyRing
-from appliance.models.engines import EngineName, Precision, cpu_capabilities
-from appliance.pipeline.tokenize import load_tokenizer
+from appliance.spec.keys import resolve_keys
 from appliance.spec.loader import load_spec
-from appliance.spec.modelinfo import ModelFolderError, ModelInfo, inspect_model_folder
+from appliance.spec.modelinfo import (
+    ModelFolderError,
+    ModelInfo,
+    inspect_model_folder,
+    tokenizer_facts,
+)
 from appliance.spec.schema import ApiKeySpec, BatchingSpec, EmbedSpec, ModelSpec, PresetSpec
 
 log = logging.getLogger(__name__)
@@ -87,6 +91,7 @@ def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Pa
     folder = resolve_model_path(spec.path, base_dir).resolve()
     try:
         info = inspect_model_folder(folder, spec.kind)
+        tokenizer = tokenizer_facts(folder)
     except ModelFolderError as exc:
         problems = "\n    ".join(exc.problems)
         problem = f"model folder {folder} cannot be served:\n    {problems}"
@@ -94,9 +99,7 @@ def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Pa
     tasks = _resolve_tasks(key, spec, info)
     default_task = _resolve_default_task(key, spec, tasks)
     instructions = {t: info.task_instructions.get(t, "") for t in tasks} if spec.task_instructions else {}
-    tokenizer = load_tokenizer(folder / "tokenizer.json")
-    specials = len(tokenizer.encode("").ids)
-    max_tokens = _resolve_max_tokens(key, spec, info, specials)
+    max_tokens = _resolve_max_tokens(key, spec, info, tokenizer.special_tokens)
     dimensions = _resolve_dimensions(key, spec, info)
     batching = spec_all.batching
     task_ids = {t: info.lora_adaptations.index(t) for t in tasks}
@@ -117,10 +120,9 @@ def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Pa
         max_tokens=max_tokens,
         dimensions=dimensions,
         hidden_size=info.hidden_size,
-        vocab_size=info.vocab_size or tokenizer.get_vocab_size(),
+        vocab_size=info.vocab_size or tokenizer.vocab_size,
         pad_id=info.pad_id,
         output_name=info.output_name,
-        max_batch_size=batching.max_batch_size,
         max_batch_tokens=max_batch_tokens,
         engine=choice.engine,
         precision=choice.precision,
@@ -332,7 +334,6 @@ def compile_spec(spec: EmbedSpec, base_dir: Path, out: Path, *,
             grpc_port=server.triton_grpc_port,
             metrics_port=server.triton_metrics_port,
             model_repository=str(repo),
-            models=[m.name for m in models],
             cache_size_bytes=spec.cache.size_mb * 1024 * 1024 if spec.cache.enabled else 0,
         ),
     )
@@ -440,7 +441,7 @@ def compile_file(config_path: Path, out: Path) -> CompiledAppliance:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     compiled = compile_spec(spec, config_path.resolve().parent, out)
-    KeyRing.from_specs(spec.auth.keys)  # an env key that is not set stops start-up here, naming it
+    resolve_keys(spec.auth.keys)  # an env key that is not set stops start-up here, naming it
     if not spec.auth.keys:
         log.warning("embed.toml declares no [auth] keys: the API is open to anyone who can reach port %d", spec.server.port)
     for entry in spec.auth.keys:

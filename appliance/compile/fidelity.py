@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from appliance.models.engines import Array, EngineName, Precision, open_engine
-from appliance.pipeline.packing import pack_by_length, pad_rows
-from appliance.pipeline.pooling import l2_normalize, masked_mean
-from appliance.pipeline.tokenize import load_tokenizer
+from appliance.ops.packing import pack_by_length, pad_rows
+from appliance.ops.pooling import l2_normalize, masked_mean
+from appliance.spec.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -11,16 +11,9 @@ from typing import Any
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
-from appliance.compile.settings import CompiledModel
+from appliance.settings import CompiledModel
 from appliance.spec.schema import BatchingSpec, LimitsSpec
-
-# Tensor names shared by the compiler, the Triton model and the gateway's client.
-INPUT_IDS = "INPUT_IDS"
-LENGTHS = "LENGTHS"
-TASK_ID = "TASK_ID"
-SPANS = "SPANS"
-EMBEDDING = "EMBEDDING"
-NORM = "NORM"
+from appliance.triton.interface import EMBEDDING, INPUT_IDS, LENGTHS, NORM, SPANS, TASK_ID
 
 
 def model_config_dict(

@@ -14,7 +14,6 @@ from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from appliance.compile.settings import GatewaySettings, read_compiled
 from appliance.errors import ApplianceError
 from appliance.gateway.auth import KeyRing
 from appliance.gateway.docs import docs_handlers
@@ -31,6 +30,7 @@ from appliance.gateway.requestlog import RequestLog
 from appliance.gateway.routes import ROUTES, json_response
 from appliance.pipeline.backend import EmbeddingBackend, TritonBackend
 from appliance.pipeline.service import ModelPipeline
+from appliance.settings import GatewaySettings, read_compiled
 
 log = logging.getLogger("appliance.gateway")
 
@@ -49,7 +49,8 @@ def create_app(settings: GatewaySettings, backend: EmbeddingBackend | None = Non
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         active = backend or TritonBackend(settings.triton_url)
         app.state.backend = active
-        app.state.pipelines = {m.name: ModelPipeline(m, active, settings.limits) for m in settings.models}
+        app.state.pipelines = {m.name: ModelPipeline(m, active, settings.limits, max_rows=settings.batching.max_batch_size)
+                               for m in settings.models}
         try:
             yield
         finally:

@@ -14,7 +14,6 @@ from litestar.types import Scope
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from appliance import __version__
-from appliance.compile.settings import CompiledModel, CompiledPreset
 from appliance.errors import (
     ApplianceError,
     InvalidRequestError,
@@ -29,12 +28,14 @@ from appliance.gateway.inputs import normalize_input
 from appliance.gateway.limits import ConcurrencyLimiter, KeyRateLimiter
 from appliance.gateway.metrics import GatewayMetrics
 from appliance.gateway.schemas import (
+    BatchingInfo,
     Embedding,
     EmbeddingRequest,
     EmbeddingResponse,
     EngineInfo,
     FidelityInfo,
     Info,
+    LimitsInfo,
     ModelCard,
     ModelInfo,
     ModelList,
@@ -47,8 +48,10 @@ from appliance.gateway.schemas import (
 from appliance.pipeline.encoding import encode_vectors
 from appliance.pipeline.presets import Asked, resolve
 from appliance.pipeline.service import EmbedJob, EmbedResult, ModelPipeline
+from appliance.settings import CompiledModel, CompiledPreset
 
 T = TypeVar("T", EmbeddingRequest, TokenizeRequest)
+InfoPart = TypeVar("InfoPart", BatchingInfo, LimitsInfo)
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {
     t: msgspec.json.Decoder(t) for t in (EmbeddingRequest, TokenizeRequest)
 }
@@ -243,10 +246,16 @@ async def info(state: State) -> Response[bytes]:
     ]
     return json_response(
         Info(
-            version=__version__, models=models, presets=presets, batching=settings.batching, limits=settings.limits,
+            version=__version__, models=models, presets=presets,
+            batching=_info_of(BatchingInfo, settings.batching), limits=_info_of(LimitsInfo, settings.limits),
             instance_count=settings.instance_count, threads_per_instance=settings.threads_per_instance,
         )
     )
+
+
+def _info_of(info_type: type[InfoPart], spec: msgspec.Struct) -> InfoPart:
+    """The HTTP contract's struct filled from the compiled settings: new settings fields stay out of it."""
+    return msgspec.convert(msgspec.structs.asdict(spec), info_type)
 
 
 def _engine_info(model: CompiledModel) -> EngineInfo:

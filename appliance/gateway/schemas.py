@@ -6,8 +6,6 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from appliance.spec.schema import BatchingSpec, LimitsSpec
-
 NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
 
 
@@ -147,14 +145,35 @@ class PresetInfo(msgspec.Struct, frozen=True, kw_only=True):
     automatic: bool
 
 
+class BatchingInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Triton's dynamic batcher as configured (the HTTP contract; embed.toml's `[batching]` may differ)."""
+
+    max_batch_size: int
+    preferred_batch_sizes: list[int]
+    max_queue_delay_us: int
+    max_batch_tokens: int | None  # as set; each model's engine says what it runs with
+
+
+class LimitsInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What one request may ask for, and the backpressure limits."""
+
+    max_inputs_per_request: int
+    max_tokens_per_request: int
+    max_body_bytes: int
+    max_concurrent_requests: int
+    request_timeout_s: float
+    triton_max_queue_size: int
+    triton_queue_timeout_ms: int
+
+
 class Info(msgspec.Struct, frozen=True, kw_only=True):
     """`GET /info`: what is served and how, as compiled from embed.toml."""
 
     version: str
     models: list[ModelInfo]
     presets: list[PresetInfo]
-    batching: BatchingSpec
-    limits: LimitsSpec
+    batching: BatchingInfo
+    limits: LimitsInfo
     instance_count: int
     threads_per_instance: int
 

@@ -8,9 +8,9 @@ from typing import Protocol, cast
 import numpy as np
 import numpy.typing as npt
 
-from appliance.compile.pbtxt import EMBEDDING, INPUT_IDS, LENGTHS, NORM, SPANS, TASK_ID
 from appliance.errors import ApplianceError, BackendUnavailableError, RateLimitError
 from appliance.pipeline.triton_http import TritonError, TritonHTTP
+from appliance.triton.interface import EMBEDDING, INPUT_IDS, LENGTHS, NORM, SPANS, TASK_ID
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]

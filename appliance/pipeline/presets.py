@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
-from appliance.compile.settings import CompiledPreset
 from appliance.errors import InvalidRequestError
 from appliance.pipeline.encoding import EmbeddingType
+from appliance.settings import CompiledPreset
 
 # Cohere / Voyage / NVIDIA NIM's `input_type` -> jina-v3's task.
 INPUT_TYPES = {"query": "retrieval.query", "passage": "retrieval.passage", "document": "retrieval.passage"}

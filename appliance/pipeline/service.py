@@ -13,12 +13,12 @@ from typing import cast
 
 import numpy as np
 
-from appliance.compile.settings import CompiledModel
 from appliance.errors import InvalidRequestError
+from appliance.ops.packing import pack_by_length, pad_rows, padding_efficiency
+from appliance.ops.pooling import truncate_and_normalize
 from appliance.pipeline.backend import F32, EmbeddingBackend
-from appliance.pipeline.packing import pack_by_length, pad_rows, padding_efficiency
-from appliance.pipeline.pooling import truncate_and_normalize
 from appliance.pipeline.tokenize import TextEncoder
+from appliance.settings import CompiledModel
 from appliance.spec.schema import LimitsSpec
 
 Inputs = list[str] | list[list[int]]
@@ -56,10 +56,11 @@ class EmbedResult:
 class ModelPipeline:
     """Everything needed to embed with one served model."""
 
-    def __init__(self, model: CompiledModel, backend: EmbeddingBackend, limits: LimitsSpec) -> None:
+    def __init__(self, model: CompiledModel, backend: EmbeddingBackend, limits: LimitsSpec, *, max_rows: int) -> None:
         self.model = model
         self.backend = backend
         self.limits = limits
+        self.max_rows = max_rows  # [batching] max_batch_size: rows per Triton request
         self.encoder = TextEncoder(
             model.tokenizer_path,
             instructions=model.instructions,
@@ -159,7 +160,7 @@ class ModelPipeline:
         model = self.model
         task_id = model.task_ids[task] if task is not None else None
         lengths = [len(s) for s in ids]
-        chunks = pack_by_length(lengths, model.max_batch_tokens, model.max_batch_size)
+        chunks = pack_by_length(lengths, model.max_batch_tokens, self.max_rows)
         results = await asyncio.gather(*(self._infer_chunk([ids[i] for i in c], task_id) for c in chunks))
         unit = np.empty((len(ids), model.hidden_size), dtype=np.float32)
         norms = np.empty((len(ids), 1), dtype=np.float32)

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenizers import Tokenizer
-
 from appliance.errors import InvalidRequestError
+from appliance.spec.tokenizer import load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -30,14 +29,6 @@ class LateChunkPlan:
 
     ids: list[int]
     spans: list[tuple[int, int]]
-
-
-def load_tokenizer(path: Path) -> Tokenizer:
-    """The model's tokenizer with its own padding/truncation switched off (we pad and cut ourselves)."""
-    tokenizer = Tokenizer.from_file(str(path))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    return tokenizer
 
 
 class TextEncoder:

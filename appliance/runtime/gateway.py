@@ -10,7 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
-from appliance.compile.settings import read_compiled
+from appliance.settings import read_compiled
 
 
 def configure_logging(level: str, log_format: str) -> None:

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import appliance
-from appliance.compile.settings import TritonSettings, read_compiled
+from appliance.settings import TritonSettings, read_compiled
 
 EXIT_LOAD_FAILED = 78  # EX_CONFIG
 

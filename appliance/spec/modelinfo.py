@@ -16,6 +16,7 @@ import onnx
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from appliance.spec.schema import ModelKind
+from appliance.spec.tokenizer import load_tokenizer
 
 JINA_FILES = (
     "model.onnx",
@@ -85,6 +86,22 @@ class ModelInfo:
         length where there is one (it counts the special tokens too), else the model's positions."""
         limit = self.model_max_length - specials
         return max(1, min(self.max_seq_length - specials, limit)) if self.max_seq_length else limit
+
+
+@dataclass(frozen=True)
+class TokenizerFacts:
+    special_tokens: int  # the template's specials around every text: <s> </s>, [CLS] [SEP]
+    vocab_size: int
+
+
+def tokenizer_facts(folder: Path) -> TokenizerFacts:
+    """What the compiler needs from tokenizer.json; raise `ModelFolderError` when it does not load."""
+    path = folder / "tokenizer.json"
+    try:
+        tokenizer = load_tokenizer(path)
+    except Exception as exc:  # noqa: BLE001 -- tokenizers raises a bare Exception for a malformed file
+        raise ModelFolderError([f"{path} does not load: {str(exc).splitlines()[0] if str(exc) else exc!r}"]) from None
+    return TokenizerFacts(len(tokenizer.encode("").ids), tokenizer.get_vocab_size())
 
 
 def read_json(path: Path) -> dict[str, Any]:

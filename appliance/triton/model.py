@@ -22,8 +22,9 @@ import numpy.typing as npt
 import triton_python_backend_utils as pb_utils
 
 from appliance.models.engines import open_engine
-from appliance.pipeline.packing import pack_by_length, pad_rows
-from appliance.pipeline.pooling import l2_normalize, masked_mean, span_means
+from appliance.ops.packing import pack_by_length, pad_rows
+from appliance.ops.pooling import l2_normalize, masked_mean, span_means
+from appliance.triton.interface import EMBEDDING, INPUT_IDS, LENGTHS, NORM, SPANS, TASK_ID
 
 # (request index, row index, token ids without padding, late-chunking spans or None)
 Array = npt.NDArray[Any]
@@ -79,7 +80,7 @@ class TritonPythonModel:
         else:
             responses = [
                 pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor("EMBEDDING", unit), pb_utils.Tensor("NORM", norm)]
+                    output_tensors=[pb_utils.Tensor(EMBEDDING, unit), pb_utils.Tensor(NORM, norm)]
                 )
                 for unit, norm in outputs
             ]
@@ -87,15 +88,15 @@ class TritonPythonModel:
         return responses
 
     def _read(self, request: Any) -> Request:
-        ids = pb_utils.get_input_tensor_by_name(request, "INPUT_IDS").as_numpy()
-        lengths = pb_utils.get_input_tensor_by_name(request, "LENGTHS").as_numpy().reshape(-1)
-        task = pb_utils.get_input_tensor_by_name(request, "TASK_ID")
+        ids = pb_utils.get_input_tensor_by_name(request, INPUT_IDS).as_numpy()
+        lengths = pb_utils.get_input_tensor_by_name(request, LENGTHS).as_numpy().reshape(-1)
+        task = pb_utils.get_input_tensor_by_name(request, TASK_ID)
         tasks = task.as_numpy().reshape(-1) if task is not None else np.zeros(len(lengths), np.int64)
         if ids.ndim != 2 or len(lengths) != ids.shape[0] or len(tasks) != ids.shape[0]:
             raise ValueError(f"INPUT_IDS {ids.shape}, LENGTHS {lengths.shape}, TASK_ID {tasks.shape} disagree")
         if (lengths < 1).any() or (lengths > ids.shape[1]).any():
             raise ValueError("LENGTHS out of range")
-        spans_tensor = pb_utils.get_input_tensor_by_name(request, "SPANS")
+        spans_tensor = pb_utils.get_input_tensor_by_name(request, SPANS)
         spans = None
         if spans_tensor is not None:
             spans = spans_tensor.as_numpy().reshape(-1, 2)

@@ -25,11 +25,11 @@ import pytest
 from openai import AuthenticationError, OpenAI
 
 from appliance.models.engines import cpu_capabilities
+from harness.fakehub import REPO as REPO_ID
+from harness.fakehub import serve_fake_hub
+from harness.reference import Reference
+from harness.stack import ports_toml
 from tests.container.conftest import MEASUREMENTS
-from tests.support.reference import Reference
-from tests.support.stack import ports_toml
-from tests.unit.test_download import REPO as REPO_ID
-from tests.unit.test_download import serve_fake_hub
 
 pytestmark = pytest.mark.container
 

@@ -15,7 +15,7 @@ Two real stacks (`appliance serve`: supervisord + tritonserver + gateway), modul
   ONE concurrent request) serving `tiny16` (tiny folder, `max_tokens = 16`) and `minilm16`
   (demo folder, `max_tokens = 16`), open API.
 
-`expected_vectors` computes what a request must return from `tests.support.reference.Reference`
+`expected_vectors` computes what a request must return from `harness.reference.Reference`
 (ONNX Runtime in-process, one sequence at a time, no padding) — it shares no code with the appliance.
 """
 
@@ -32,8 +32,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tests.support.reference import Reference
-from tests.support.stack import Stack, model_toml, ports_toml
+from harness.reference import Reference
+from harness.stack import Stack, model_toml, ports_toml
 
 F64 = npt.NDArray[np.float64]
 

@@ -28,6 +28,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
+from harness.openai_errors import assert_openai_error
+from harness.reference import Reference
 from tests.e2e.api_fixtures import (  # noqa: F401  (fixtures are used by name)
     ALIAS,
     API_KEY,
@@ -58,8 +60,6 @@ from tests.e2e.api_fixtures import (  # noqa: F401  (fixtures are used by name)
     tight,
     tiny_reference,
 )
-from tests.support.openai_errors import assert_openai_error
-from tests.support.reference import Reference
 
 pytestmark = pytest.mark.e2e
 

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from appliance.pipeline.triton_http import TritonHTTP
-from tests.e2e.conftest import TINY
-from tests.support.stack import Stack, model_toml, ports_toml, toml_int
+from harness.served import TINY
+from harness.stack import Stack, model_toml, ports_toml, toml_int
 
 BATCHER_IDLE_WAIT_S = 0.5  # Triton's DynamicBatchScheduler default_wait_microseconds
 # The product's batching defaults except a small token budget, so that one request of 6 inputs

@@ -16,6 +16,7 @@ import openai
 import pytest
 from langchain_openai import OpenAIEmbeddings
 
+from harness.reference import Reference
 from tests.e2e.api_fixtures import (  # noqa: F401  (fixtures are used by name)
     API_KEY,
     DEMO,
@@ -32,7 +33,6 @@ from tests.e2e.api_fixtures import (  # noqa: F401  (fixtures are used by name)
     expected_vectors,
     tiny_reference,
 )
-from tests.support.reference import Reference
 
 pytestmark = pytest.mark.e2e
 

@@ -1,6 +1,6 @@
 """End to end through real HTTP: `appliance serve` -> supervisord -> tritonserver + gateway.
 
-Every vector is checked against `tests.support.reference.Reference` (ONNX Runtime in-process,
+Every vector is checked against `harness.reference.Reference` (ONNX Runtime in-process,
 one text at a time, no padding), which shares no code with the appliance.
 """
 
@@ -27,7 +27,9 @@ import openai
 import pytest
 from supervisor.xmlrpc import SupervisorTransport
 
-from tests.e2e.conftest import (
+from harness.openai_errors import assert_openai_error
+from harness.reference import Reference
+from harness.served import (
     DEMO,
     ENV_KEY,
     F64,
@@ -38,9 +40,7 @@ from tests.e2e.conftest import (
     assert_matches_reference,
     vectors_of,
 )
-from tests.support.openai_errors import assert_openai_error
-from tests.support.reference import Reference
-from tests.support.stack import model_toml, ports_toml, toml_int
+from harness.stack import model_toml, ports_toml, toml_int
 
 pytestmark = pytest.mark.e2e
 

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from appliance.models.engines import cpu_capabilities
-from tests.e2e.conftest import JINA_TASKS, Served, _stop, assert_matches_reference
-from tests.support.reference import Reference
-from tests.support.stack import Stack, model_toml, ports_toml
+from harness.reference import Reference
+from harness.served import JINA_TASKS, Served, assert_matches_reference, stop_cleanly
+from harness.stack import Stack, model_toml, ports_toml
 
 OV_FP32 = "tiny-openvino-fp32"
 AUTO = "tiny-auto"
@@ -46,7 +46,7 @@ def engines_stack(tmp_path_factory: pytest.TempPathFactory, tiny_jina_dir: Path)
     try:
         yield Served(stack, key=None)
     finally:
-        _stop(stack)
+        stop_cleanly(stack)
 
 
 def engine_of(served: Served, model: str) -> dict[str, Any]:
@@ -149,4 +149,4 @@ def test_e5_small_jina_in_bf16_stays_within_cosine_0_9999_of_the_fp32_reference(
         assert worst >= 0.9999, f"min cosine bf16 vs fp32 reference {worst:.6f}"
         assert engine["fidelity"]["min_cosine"] >= 0.9999
     finally:
-        _stop(stack)
+        stop_cleanly(stack)

@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from appliance.gateway.openapi import openapi_document
-from tests.support.stack import Stack, model_toml, ports_toml
+from harness.stack import Stack, model_toml, ports_toml
 
 pytestmark = pytest.mark.e2e
 

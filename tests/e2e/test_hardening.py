@@ -2,7 +2,7 @@
 
 Backpressure, request timeout, crash recovery (tritonserver and gateway killed with SIGKILL), SIGTERM
 drain, model load failure, metrics, request logs, auth with per-key limits, hostile input.
-Every 200 is checked against the independent ONNX Runtime reference (`tests.support.reference`).
+Every 200 is checked against the independent ONNX Runtime reference (`harness.reference`).
 
 All traffic goes to 127.0.0.1; every load loop is bounded in count and in time; processes are
 found by walking down from THIS test's own `appliance serve` pid (other stacks may be running).
@@ -31,10 +31,10 @@ import numpy.typing as npt
 import onnx
 import pytest
 
-from tests.support import procs
-from tests.support.openai_errors import assert_openai_error
-from tests.support.reference import Reference
-from tests.support.stack import Stack, model_toml, ports_toml, toml_int
+from harness import procs
+from harness.openai_errors import assert_openai_error
+from harness.reference import Reference
+from harness.stack import Stack, model_toml, ports_toml, toml_int
 
 pytestmark = pytest.mark.e2e
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.support.reference import Reference
-from tests.support.stack import Stack, model_toml, ports_toml
+from harness.reference import Reference
+from harness.stack import Stack, model_toml, ports_toml
 
 pytestmark = pytest.mark.e2e
 

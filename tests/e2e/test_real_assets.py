@@ -13,8 +13,8 @@ import numpy as np
 import openai
 import pytest
 
-from tests.e2e.conftest import E5, JINA_TASKS, Served, assert_matches_reference
-from tests.support.reference import Reference
+from harness.reference import Reference
+from harness.served import E5, JINA_TASKS, Served, assert_matches_reference
 
 pytestmark = [pytest.mark.e2e, pytest.mark.assets]
 

@@ -20,8 +20,8 @@ from tritonclient.grpc import model_config_pb2
 
 from appliance.compile import compiler
 from appliance.compile.compiler import MODEL_PY, available_cpus, compile_file, compile_spec
-from appliance.compile.settings import COMPILED_FILE, CompiledAppliance, read_compiled
 from appliance.errors import ConfigError
+from appliance.settings import COMPILED_FILE, CompiledAppliance, read_compiled
 from appliance.spec.loader import parse_spec
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -538,7 +538,7 @@ def test_appliance_json_round_trips_to_what_compile_returned(
     assert read_compiled(tmp_path / "out") == compiled
     assert compiled.gateway.port == 9123
     assert compiled.gateway.triton_url == "127.0.0.1:9124"
-    assert compiled.triton.models == ["m"]
+    assert sorted(p.name for p in (tmp_path / "out" / "triton").iterdir()) == ["m"]
     assert compiled.triton.model_repository == str(tmp_path / "out" / "triton")
 
 

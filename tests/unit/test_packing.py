@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from appliance.pipeline.packing import MIN_ROW_FILL, ROW_SLACK, pack_by_length, pad_rows, padding_efficiency
+from appliance.ops.packing import (
+    MIN_ROW_FILL,
+    ROW_SLACK,
+    pack_by_length,
+    pad_rows,
+    padding_efficiency,
+)
 
 # No example database, and Hypothesis' other caches (it collects constants from the source
 # at collection time) go to a temporary folder: the suite writes nothing into the working tree.

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from appliance.pipeline.pooling import l2_normalize, masked_mean, truncate_and_normalize
+from appliance.ops.pooling import l2_normalize, masked_mean, truncate_and_normalize
 
 Array = npt.NDArray[Any]
 

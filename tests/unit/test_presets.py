@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance.compile.settings import CompiledPreset
 from appliance.errors import InvalidRequestError
 from appliance.pipeline.presets import Asked, resolve
 from appliance.pipeline.tokenize import TextEncoder
+from appliance.settings import CompiledPreset
 
 PASSAGE = CompiledPreset(name="jina-passage", model="jina", task="retrieval.passage")
 SMALL = CompiledPreset(name="jina-small", model="jina", dimensions=32, normalized=False, embedding_type="ubinary")

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from tokenizers import Tokenizer
 
-from appliance.pipeline.packing import pad_rows
+from appliance.ops.packing import pad_rows
 from appliance.testmodels.tiny_jina import LORA_ADAPTATIONS, OUTPUT_FILES, build_tiny_jina, main
 
 Array = npt.NDArray[Any]

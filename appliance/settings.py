@@ -39,8 +39,7 @@ class CompiledModel(msgspec.Struct, frozen=True, kw_only=True):
     vocab_size: int
     pad_id: int
     output_name: str
-    max_batch_size: int
-    max_batch_tokens: int
+    max_batch_tokens: int  # [batching] max_batch_tokens, or the engine's measured default
     engine: str = "onnxruntime"
     precision: str = "fp32"
     engine_reason: str = ""
@@ -70,7 +69,6 @@ class TritonSettings(msgspec.Struct, frozen=True, kw_only=True):
     grpc_port: int
     metrics_port: int
     model_repository: str
-    models: list[str]
     cache_size_bytes: int = 0
 
 

@@ -1,0 +1,1 @@
+"""Numpy kernels both sides use: the gateway's packing and the Triton model's pooling."""
