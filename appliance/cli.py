@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from appliance.env import EmbedEnv
 from appliance.errors import ConfigError
 
 
@@ -22,8 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-model", help="lay out the bundled all-MiniLM-L6-v2 demo model folder")
     demo.add_argument("--to", type=Path, required=True)
     download = sub.add_parser("download", help="fetch jina-embeddings-v3's six files from the Hugging Face Hub")
-    download.add_argument("model", nargs="?", default="jinaai/jina-embeddings-v3",
-                          help="Hub repository (default: jinaai/jina-embeddings-v3)")
+    download.add_argument(
+        "model",
+        nargs="?",
+        default="jinaai/jina-embeddings-v3",
+        help="Hub repository (default: jinaai/jina-embeddings-v3)",
+    )
     download.add_argument("--to", type=Path, required=True, help="the model folder (files land flat in it)")
     download.add_argument("--revision", default="main", help="branch, tag or commit to pin (default: main)")
     verify = sub.add_parser("verify", help="check a jina-embeddings-v3 model folder, one line per problem")
@@ -33,19 +38,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    env = EmbedEnv()
     logging.basicConfig(level=logging.INFO, format="appliance: %(levelname)s %(message)s")
     try:
         if args.command == "compile":
             from appliance.compile.compiler import compile_file
 
-            compiled = compile_file(args.config, args.out)
+            compiled = compile_file(args.config, args.out, env)
             names = ", ".join(m.name for m in compiled.gateway.models)
-            print(f"compiled {names} into {args.out} ({compiled.gateway.instance_count} instance(s) x "
-                  f"{compiled.gateway.threads_per_instance} thread(s))")
+            print(
+                f"compiled {names} into {args.out} ({compiled.gateway.instance_count} instance(s) x "
+                f"{compiled.gateway.threads_per_instance} thread(s))"
+            )
         elif args.command == "serve":
-            from appliance.runtime.serve import default_runtime_dir, serve
+            from appliance.runtime.serve import serve
 
-            serve(args.config, args.runtime_dir or default_runtime_dir())
+            serve(args.config, args.runtime_dir or env.serve_runtime_dir(), env)
         elif args.command == "demo-model":
             from appliance.demo import lay_out_demo_model
 

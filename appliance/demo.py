@@ -12,8 +12,13 @@ from pathlib import Path
 
 from appliance.errors import ConfigError
 
-_FROM_TOKENIZER_WHEEL = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json",
-                         "sentence_bert_config.json")
+_FROM_TOKENIZER_WHEEL = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "config.json",
+    "sentence_bert_config.json",
+)
 
 
 def _package_dir(name: str) -> Path:

@@ -1,7 +1,8 @@
-"""One error tree. Each class carries its HTTP status and OpenAI error type.
+"""One error tree. Each class carries its HTTP status, OpenAI error type and what it means.
 
 The gateway maps these (and only these) to responses in exactly one place
-(`appliance.gateway.errors`); anything else is a 500 that says nothing more.
+(`appliance.gateway.errors`); anything else is a 500 that says nothing more. The OpenAPI
+document and the README's error table are generated from `HTTP_ERRORS`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class ApplianceError(Exception):
 
     status_code: int = 500
     error_type: str = "server_error"
+    description: str = "an unexpected error; the message says nothing more, the traceback is in the log"
     code: str | None = None
     retry_after: int | None = None  # seconds, sent as Retry-After (429 / 503)
     headers: dict[str, str] | None = None  # more response headers (rate-limit state, retry-after-ms)
@@ -49,33 +51,48 @@ class ConfigError(ApplianceError):
 class InvalidRequestError(ApplianceError):
     status_code = 400
     error_type = "invalid_request_error"
+    description = (
+        "invalid request: `param` names the field (e.g. `input[3]`); token ids outside the vocabulary too "
+        "(`code` `invalid_token_id`)"
+    )
 
 
 class AuthenticationError(ApplianceError):
     status_code = 401
     error_type = "invalid_request_error"
+    description = "missing or invalid API key"
     code = "invalid_api_key"
 
 
 class ModelNotFoundError(ApplianceError):
     status_code = 404
     error_type = "invalid_request_error"
+    description = "unknown model"
     code = "model_not_found"
 
 
 class PayloadTooLargeError(ApplianceError):
     status_code = 413
     error_type = "invalid_request_error"
+    description = "request body larger than `[limits] max_body_bytes`"
 
 
 class UnsupportedMediaTypeError(ApplianceError):
     status_code = 415
     error_type = "invalid_request_error"
+    description = "the body is not JSON (send `Content-Type: application/json`)"
+
+
+class HeadersTooLargeError(ApplianceError):
+    status_code = 431
+    error_type = "invalid_request_error"
+    description = "too many request headers, or too many bytes of them"
 
 
 class RateLimitError(ApplianceError):
     status_code = 429
     error_type = "rate_limit_error"
+    description = "overloaded or over a key's limit; retry after `Retry-After` seconds"
     retry_after = 1
 
 
@@ -84,6 +101,7 @@ class BackendUnavailableError(ApplianceError):
 
     status_code = 503
     error_type = "service_unavailable"
+    description = "the inference server is not ready; retry after `Retry-After` seconds"
     retry_after = 2
 
 
@@ -92,4 +110,20 @@ class RequestTimeoutError(ApplianceError):
 
     status_code = 504
     error_type = "timeout"
+    description = "no answer within `[limits] request_timeout_s`"
     retry_after = 2
+
+
+# What a client of the HTTP API can get, in status order (ConfigError never reaches a client).
+HTTP_ERRORS: tuple[type[ApplianceError], ...] = (
+    InvalidRequestError,
+    AuthenticationError,
+    ModelNotFoundError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+    RateLimitError,
+    HeadersTooLargeError,
+    BackendUnavailableError,
+    RequestTimeoutError,
+    ApplianceError,
+)

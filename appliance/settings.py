@@ -94,6 +94,11 @@ class CompiledAppliance(msgspec.Struct, frozen=True, kw_only=True):
     triton: TritonSettings
 
 
+def client_host(bind_host: str) -> str:
+    """Where a local client connects to a server bound to `bind_host` (all interfaces -> loopback)."""
+    return "127.0.0.1" if bind_host in ("0.0.0.0", "") else bind_host
+
+
 COMPILED_FILE = "appliance.json"
 
 

@@ -42,7 +42,8 @@ from typing import Any
 import msgspec
 import onnxruntime
 
-from appliance.compile.compiler import available_cpus, compile_spec, engine_cache_dir
+from appliance.compile.compiler import available_cpus, compile_spec
+from appliance.env import EmbedEnv
 from appliance.models.engines import cpu_capabilities
 from appliance.models.graph import DISABLED_OPTIMIZERS
 from appliance.settings import CompiledModel
@@ -58,13 +59,13 @@ from bench.workload import SHORT, Item, Workload, build_workload
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = 2
 TARGETS = {
-    "saturated_vs_twin": 0.95,  # >= x the served engine in-process (serving overhead; issue 5 had 0.90)
+    "saturated_vs_twin": 0.95,  # >= x the served engine in-process (serving overhead; docs/performance.md)
     "added_idle_latency_ms": 2.0,  # <= ms p50 over the ORT fp32 baseline's single call
     "padding_efficiency": 0.90,  # >=
     "saturated_vs_infinity": 1.5,  # >=
     "startup_excluding_model_load_s": 10.0,  # <
 }
-# `auto`'s gain over the ORT fp32 baseline (saturated tokens/s), per model (issue 13)
+# `auto`'s gain over the ORT fp32 baseline (saturated tokens/s), per model (docs/performance.md, "OpenVINO")
 GAIN_TARGETS = {"jina-v3-random": 1.9, "e5-small-jina": 1.35}
 QUANTIZE_VARIANTS = {"fp32": ["onnxruntime:fp32"], "int8": ["onnxruntime:int8"],
                      "both": ["onnxruntime:fp32", "onnxruntime:int8"]}
@@ -197,7 +198,7 @@ class Bench:
         a = self.args
         self.log(f"{label}: {engine} {precision} in-process, {self.threads} threads, {folder}")
         model = BaselineModel(folder, self.threads, raw_graph=a.raw_graph and label == "baseline",
-                              engine=engine, precision=precision, cache_dir=engine_cache_dir())  # type: ignore[arg-type]
+                              engine=engine, precision=precision, cache_dir=EmbedEnv().engine_cache_dir)  # type: ignore[arg-type]
         self.log(f"{label}: {model.model.detail}")
         budgets = [int(x) for x in a.baseline_budgets.split(",")]
         meter = NoiseMeter().start()

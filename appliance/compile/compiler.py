@@ -7,7 +7,6 @@ read-only mount.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -20,6 +19,7 @@ import msgspec
 from appliance.compile import fidelity
 from appliance.compile.engine_choice import EngineChoice, choose_engine
 from appliance.compile.pbtxt import model_config_dict, render_pbtxt
+from appliance.env import EmbedEnv
 from appliance.errors import ConfigError
 from appliance.models.engines import EngineName, Precision, cpu_capabilities
 from appliance.settings import (
@@ -29,9 +29,10 @@ from appliance.settings import (
     Fidelity,
     GatewaySettings,
     TritonSettings,
+    client_host,
     write_compiled,
 )
-from appliance.spec.keys import resolve_keys
+from appliance.spec.keys import digest, resolve_keys
 from appliance.spec.loader import load_spec
 from appliance.spec.modelinfo import (
     ModelFolderError,
@@ -75,20 +76,27 @@ def _cgroup_quota() -> float | None:
         return None
 
 
-def resolve_model_path(spec_path: str, base_dir: Path) -> Path:
+def resolve_model_path(spec_path: str, base_dir: Path, env: EmbedEnv) -> Path:
     """Relative model paths are relative to `EMBED_MODEL_ROOT`, else to embed.toml's folder."""
     path = Path(spec_path).expanduser()
     if path.is_absolute():
         return path
-    root = os.environ.get("EMBED_MODEL_ROOT")
-    return (Path(root) if root else base_dir) / path
+    return (env.model_root or base_dir) / path
 
 
-def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Path, *, threads: int = 1,
-                  capabilities: Sequence[str] = ()) -> CompiledModel:
+def compile_model(
+    index: int,
+    spec: ModelSpec,
+    spec_all: EmbedSpec,
+    base_dir: Path,
+    *,
+    threads: int = 1,
+    capabilities: Sequence[str] = (),
+    env: EmbedEnv,
+) -> CompiledModel:
     """Validate one `[[models]]` table against its folder, resolve its defaults, choose its engine."""
     key = f"models[{index}]"
-    folder = resolve_model_path(spec.path, base_dir).resolve()
+    folder = resolve_model_path(spec.path, base_dir, env).resolve()
     try:
         info = inspect_model_folder(folder, spec.kind)
         tokenizer = tokenizer_facts(folder)
@@ -103,8 +111,19 @@ def compile_model(index: int, spec: ModelSpec, spec_all: EmbedSpec, base_dir: Pa
     dimensions = _resolve_dimensions(key, spec, info)
     batching = spec_all.batching
     task_ids = {t: info.lora_adaptations.index(t) for t in tasks}
-    gate = _Gate(key, folder, info, spec_all, threads=threads, capabilities=capabilities, tasks=tasks,
-                 task_ids=task_ids, instructions=instructions, max_tokens=max_tokens)
+    gate = _Gate(
+        key,
+        folder,
+        info,
+        spec_all,
+        threads=threads,
+        capabilities=capabilities,
+        env=env,
+        tasks=tasks,
+        task_ids=task_ids,
+        instructions=instructions,
+        max_tokens=max_tokens,
+    )
     choice = choose_engine(key, spec, quantized_file=info.quantized, capabilities=capabilities, gate=gate)
     max_batch_tokens = batch_tokens_for(choice.engine, batching)
     served = gate.int8_folder() if choice.precision == "int8" and not info.quantized else folder
@@ -135,53 +154,86 @@ def _fidelity(choice: EngineChoice) -> Fidelity | None:
     if choice.gate is None or choice.threshold is None:
         return None
     g = choice.gate
-    return Fidelity(min_cosine=round(g.min_cosine, 7), threshold=choice.threshold,
-                    per_task={t: round(c, 7) for t, c in g.per_task.items()}, probes=g.probes,
-                    long_tokens=g.long_tokens, seconds=g.seconds, cached=g.cached)
+    return Fidelity(
+        min_cosine=round(g.min_cosine, 7),
+        threshold=choice.threshold,
+        per_task={t: round(c, 7) for t, c in g.per_task.items()},
+        probes=g.probes,
+        long_tokens=g.long_tokens,
+        seconds=g.seconds,
+        cached=g.cached,
+    )
 
 
 class _Gate:
     """The fidelity gate for one model, measured only when `choose_engine` asks (and cached)."""
 
-    def __init__(self, key: str, folder: Path, info: ModelInfo, spec: EmbedSpec, *, threads: int,
-                 capabilities: Sequence[str], tasks: list[str], task_ids: dict[str, int],
-                 instructions: dict[str, str], max_tokens: int) -> None:
+    def __init__(
+        self,
+        key: str,
+        folder: Path,
+        info: ModelInfo,
+        spec: EmbedSpec,
+        *,
+        threads: int,
+        capabilities: Sequence[str],
+        env: EmbedEnv,
+        tasks: list[str],
+        task_ids: dict[str, int],
+        instructions: dict[str, str],
+        max_tokens: int,
+    ) -> None:
         self.key, self.folder, self.info, self.spec = key, folder, info, spec
-        self.threads, self.capabilities = threads, capabilities
+        self.threads, self.capabilities, self.env = threads, capabilities, env
         self.tasks, self.task_ids, self.instructions, self.max_tokens = tasks, task_ids, instructions, max_tokens
         self._int8: Path | None = None
 
     def int8_folder(self) -> Path:
         if self._int8 is None:
-            self._int8 = _quantized(self.key, self.folder)
+            self._int8 = _quantized(self.key, self.folder, self.env.quantize_cache_dir)
         return self._int8
 
     def __call__(self, engine: EngineName, precision: Precision) -> fidelity.GateResult:
         from appliance.compile.quantize import sha256_memo
 
-        cache = cache_root()
+        cache = self.env.cache_root
         candidate = self.int8_folder() if precision == "int8" else self.folder
         try:
             weights = {p.name: sha256_memo(p, cache / "quantized") for p in sorted(self.folder.glob("model.onnx*"))}
             tasks: list[str | None] = list(self.tasks) or [None]
-            key = fidelity.cache_key(weights, engine, precision, self.capabilities, tasks, self.instructions,
-                                     self.max_tokens)
+            key = fidelity.cache_key(
+                weights, engine, precision, self.capabilities, tasks, self.instructions, self.max_tokens
+            )
             probes = fidelity.probe_ids(self.folder / "tokenizer.json", tasks, self.instructions, self.max_tokens)
             batching = self.spec.batching
             return fidelity.measure(
-                reference=self.folder, candidate=candidate, engine=engine, precision=precision, key=key,
-                cache_dir=cache, probes=probes, engine_cache=engine_cache_dir(),
-                serving=fidelity.Serving(output_name=self.info.output_name, threads=self.threads,
-                                         pad_id=self.info.pad_id, task_ids=self.task_ids,
-                                         max_batch_tokens=batch_tokens_for(engine, batching),
-                                         max_rows=batching.max_batch_size),
+                reference=self.folder,
+                candidate=candidate,
+                engine=engine,
+                precision=precision,
+                key=key,
+                cache_dir=cache,
+                probes=probes,
+                engine_cache=self.env.engine_cache_dir,
+                serving=fidelity.Serving(
+                    output_name=self.info.output_name,
+                    threads=self.threads,
+                    pad_id=self.info.pad_id,
+                    task_ids=self.task_ids,
+                    max_batch_tokens=batch_tokens_for(engine, batching),
+                    max_rows=batching.max_batch_size,
+                ),
             )
         except OSError as exc:
-            raise ConfigError(f"{self.key}.precision", f"the fidelity gate could not run: {exc}",
-                              "make $EMBED_CACHE_DIR a writable folder") from None
+            raise ConfigError(
+                f"{self.key}.precision",
+                f"the fidelity gate could not run: {exc}",
+                "make $EMBED_CACHE_DIR a writable folder",
+            ) from None
         except Exception as exc:  # noqa: BLE001 - either engine's own error types; the gate must not crash start-up
             raise ConfigError(
-                f"{self.key}.path", f"the model could not be run for the fidelity gate ({engine} {precision}): "
+                f"{self.key}.path",
+                f"the model could not be run for the fidelity gate ({engine} {precision}): "
                 f"{type(exc).__name__}: {str(exc)[:500]}",
                 f'check the folder with `appliance verify {self.folder}`, or set {self.key}.precision = "fp32"',
             ) from None
@@ -195,29 +247,12 @@ def batch_tokens_for(engine: str, batching: BatchingSpec) -> int:
     return batching.max_batch_tokens or BATCH_TOKENS[engine]
 
 
-def cache_root() -> Path:
-    """What the appliance keeps between starts: $EMBED_CACHE_DIR, else ~/.cache/embed-appliance."""
-    root = os.environ.get("EMBED_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "embed-appliance"
-
-
-def quantize_cache_dir() -> Path:
-    """int8 twins (precision = "int8"), keyed by the weights' sha256."""
-    return cache_root() / "quantized"
-
-
-def engine_cache_dir() -> Path:
-    """OpenVINO's compiled-model cache (CACHE_DIR): a restart does not recompile."""
-    return cache_root() / "openvino"
-
-
-def _quantized(key: str, folder: Path) -> Path:
+def _quantized(key: str, folder: Path, cache: Path) -> Path:
     from appliance.compile.quantize import (  # onnxruntime.quantization: only when asked
         QuantizeError,
         quantize_model,
     )
 
-    cache = quantize_cache_dir()
     try:
         return quantize_model(folder, cache).resolve()
     except (QuantizeError, OSError) as exc:
@@ -232,8 +267,10 @@ def _folder_fix(exc: ModelFolderError) -> str:
     if exc.truncated:
         return "the weights file is incomplete (an interrupted copy or download): fetch model.onnx_data again"
     if any(p.startswith("missing file") for p in exc.problems):
-        return JINA_HELP if exc.kind == "jina-v3" else (
-            "a sentence-transformer folder needs model.onnx (its ONNX export), tokenizer.json and config.json"
+        return (
+            JINA_HELP
+            if exc.kind == "jina-v3"
+            else ("a sentence-transformer folder needs model.onnx (its ONNX export), tokenizer.json and config.json")
         )
     return "point `path` at a folder holding the model's ONNX export, tokenizer.json and config.json"
 
@@ -264,7 +301,9 @@ def _resolve_default_task(key: str, spec: ModelSpec, tasks: list[str]) -> str | 
     if spec.default_task is None:  # the reference design's default: jina-v3 is mostly asked queries
         return DEFAULT_TASK if DEFAULT_TASK in tasks else tasks[0]
     if spec.default_task not in tasks:
-        raise ConfigError(f"{key}.default_task", f"`{spec.default_task}` is not a served task", f"use one of: {', '.join(tasks)}")
+        raise ConfigError(
+            f"{key}.default_task", f"`{spec.default_task}` is not a served task", f"use one of: {', '.join(tasks)}"
+        )
     return spec.default_task
 
 
@@ -295,21 +334,30 @@ def _resolve_dimensions(key: str, spec: ModelSpec, info: ModelInfo) -> list[int]
     return sorted(set(spec.dimensions))
 
 
-def compile_spec(spec: EmbedSpec, base_dir: Path, out: Path, *,
-                 capabilities: Sequence[str] | None = None) -> CompiledAppliance:
+def compile_spec(
+    spec: EmbedSpec,
+    base_dir: Path,
+    out: Path,
+    *,
+    capabilities: Sequence[str] | None = None,
+    env: EmbedEnv | None = None,
+) -> CompiledAppliance:
     """Validate the whole spec, then write the Triton repository and settings into `out`."""
+    env = EmbedEnv() if env is None else env
     instances = spec.instances
     threads = instances.threads or max(1, available_cpus() // instances.count)
     if capabilities is None:
         capabilities = cpu_capabilities()
-    models = [compile_model(i, m, spec, base_dir, threads=threads, capabilities=capabilities)
-              for i, m in enumerate(spec.models)]
+    models = [
+        compile_model(i, m, spec, base_dir, threads=threads, capabilities=capabilities, env=env)
+        for i, m in enumerate(spec.models)
+    ]
     presets = compile_presets(spec, models)
     repo = out / "triton"
     if repo.exists():
         shutil.rmtree(repo)
     for model in models:
-        _write_triton_model(repo, model, spec, threads)
+        _write_triton_model(repo, model, spec, threads, env.engine_cache_dir)
     server = spec.server
     compiled = CompiledAppliance(
         gateway=GatewaySettings(
@@ -318,8 +366,8 @@ def compile_spec(spec: EmbedSpec, base_dir: Path, out: Path, *,
             log_level=server.log_level,
             log_format=server.log_format,
             log_inputs=server.log_inputs,
-            triton_metrics_url=f"http://{_client_host(server.triton_host)}:{server.triton_metrics_port}/metrics",
-            triton_url=f"{_client_host(server.triton_host)}:{server.triton_http_port}",
+            triton_metrics_url=f"http://{client_host(server.triton_host)}:{server.triton_metrics_port}/metrics",
+            triton_url=f"{client_host(server.triton_host)}:{server.triton_http_port}",
             models=models,
             presets=presets,
             auth_keys=[_hash_plaintext(k) for k in spec.auth.keys],
@@ -364,17 +412,25 @@ def compile_presets(spec: EmbedSpec, models: list[CompiledModel]) -> list[Compil
             name = preset_name(model.name, task)
             if name in served or name in presets:
                 other = "a model" if name in served else "another model's preset"
-                raise ConfigError(f"models[{index}].task_presets", f"the preset `{name}` for task {task} has the "
-                                  f"name of {other}", "rename one of the models, or set task_presets = false")
+                raise ConfigError(
+                    f"models[{index}].task_presets",
+                    f"the preset `{name}` for task {task} has the name of {other}",
+                    "rename one of the models, or set task_presets = false",
+                )
             presets[name] = CompiledPreset(name=name, model=model.name, task=task, automatic=True)
     declared: set[str] = set()
     for index, entry in enumerate(spec.presets):
         preset = _compile_preset(f"presets[{index}]", entry, served)
         if entry.name in served:
-            raise ConfigError(f"presets[{index}].name", f"`{entry.name}` is also a model's name",
-                              "give the preset a name no model has")
+            raise ConfigError(
+                f"presets[{index}].name",
+                f"`{entry.name}` is also a model's name",
+                "give the preset a name no model has",
+            )
         if entry.name in declared:
-            raise ConfigError(f"presets[{index}].name", f"`{entry.name}` is declared twice", "give every preset a unique name")
+            raise ConfigError(
+                f"presets[{index}].name", f"`{entry.name}` is declared twice", "give every preset a unique name"
+            )
         declared.add(entry.name)
         presets[entry.name] = preset
     return list(presets.values())
@@ -383,33 +439,44 @@ def compile_presets(spec: EmbedSpec, models: list[CompiledModel]) -> list[Compil
 def _compile_preset(key: str, entry: PresetSpec, served: dict[str, CompiledModel]) -> CompiledPreset:
     model = served.get(entry.model)
     if model is None:
-        raise ConfigError(f"{key}.model", f"`{entry.model}` is not a served model",
-                          f"use the name of a [[models]] table: {', '.join(served)}")
+        raise ConfigError(
+            f"{key}.model",
+            f"`{entry.model}` is not a served model",
+            f"use the name of a [[models]] table: {', '.join(served)}",
+        )
     if entry.task is not None and not model.tasks:
         raise ConfigError(f"{key}.task", f"`{model.name}` has no tasks", "remove `task`")
     if entry.task is not None and entry.task not in model.tasks:
-        raise ConfigError(f"{key}.task", f"`{entry.task}` is not a task `{model.name}` serves",
-                          f"use one of: {', '.join(model.tasks)}")
+        raise ConfigError(
+            f"{key}.task",
+            f"`{entry.task}` is not a task `{model.name}` serves",
+            f"use one of: {', '.join(model.tasks)}",
+        )
     if entry.dimensions is not None and entry.dimensions not in model.dimensions:
-        raise ConfigError(f"{key}.dimensions", f"{entry.dimensions} is not a size `{model.name}` serves",
-                          f"use one of: {', '.join(map(str, model.dimensions))}")
-    return CompiledPreset(name=entry.name, model=model.name, task=entry.task, dimensions=entry.dimensions,
-                          normalized=entry.normalized, embedding_type=entry.embedding_type,
-                          encoding_format=entry.encoding_format)
+        raise ConfigError(
+            f"{key}.dimensions",
+            f"{entry.dimensions} is not a size `{model.name}` serves",
+            f"use one of: {', '.join(map(str, model.dimensions))}",
+        )
+    return CompiledPreset(
+        name=entry.name,
+        model=model.name,
+        task=entry.task,
+        dimensions=entry.dimensions,
+        normalized=entry.normalized,
+        embedding_type=entry.embedding_type,
+        encoding_format=entry.encoding_format,
+    )
 
 
 def _hash_plaintext(entry: ApiKeySpec) -> ApiKeySpec:
     """Plaintext keys are hashed before anything is written to the runtime folder (limits kept)."""
     if entry.key is None:
         return entry
-    return msgspec.structs.replace(entry, key=None, sha256=hashlib.sha256(entry.key.encode()).hexdigest())
+    return msgspec.structs.replace(entry, key=None, sha256=digest(entry.key).hex())
 
 
-def _client_host(bind_host: str) -> str:
-    return "127.0.0.1" if bind_host in ("0.0.0.0", "") else bind_host
-
-
-def _write_triton_model(repo: Path, model: CompiledModel, spec: EmbedSpec, threads: int) -> None:
+def _write_triton_model(repo: Path, model: CompiledModel, spec: EmbedSpec, threads: int, engine_cache: Path) -> None:
     parameters = {
         "model_dir": model.folder,
         "kind": model.kind,
@@ -419,7 +486,7 @@ def _write_triton_model(repo: Path, model: CompiledModel, spec: EmbedSpec, threa
         "max_batch_tokens": str(model.max_batch_tokens),
         "engine": model.engine,
         "precision": model.precision,
-        "engine_cache_dir": str(engine_cache_dir()),
+        "engine_cache_dir": str(engine_cache),
     }
     config = model_config_dict(
         model,
@@ -435,15 +502,17 @@ def _write_triton_model(repo: Path, model: CompiledModel, spec: EmbedSpec, threa
     shutil.copyfile(MODEL_PY, version_dir / "model.py")
 
 
-def compile_file(config_path: Path, out: Path) -> CompiledAppliance:
+def compile_file(config_path: Path, out: Path, env: EmbedEnv | None = None) -> CompiledAppliance:
     """`appliance compile`: load, validate and compile an embed.toml file."""
     spec = load_spec(config_path)
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    compiled = compile_spec(spec, config_path.resolve().parent, out)
+    compiled = compile_spec(spec, config_path.resolve().parent, out, env=env)
     resolve_keys(spec.auth.keys)  # an env key that is not set stops start-up here, naming it
     if not spec.auth.keys:
-        log.warning("embed.toml declares no [auth] keys: the API is open to anyone who can reach port %d", spec.server.port)
+        log.warning(
+            "embed.toml declares no [auth] keys: the API is open to anyone who can reach port %d", spec.server.port
+        )
     for entry in spec.auth.keys:
         if entry.key is not None:
             log.warning("auth key `%s` is written in plaintext in embed.toml; prefer sha256 = or env =", entry.name)

@@ -35,8 +35,9 @@ class EngineChoice:
     threshold: float | None = None
 
 
-def choose_engine(key: str, spec: ModelSpec, *, quantized_file: bool, capabilities: Sequence[str],
-                  gate: Gate) -> EngineChoice:
+def choose_engine(
+    key: str, spec: ModelSpec, *, quantized_file: bool, capabilities: Sequence[str], gate: Gate
+) -> EngineChoice:
     """Resolve `engine` / `precision` for `key` (`models[i]`); a choice that cannot be served is a ConfigError."""
     caps = ", ".join(capabilities) or "none reported"
     bf16 = "BF16" in capabilities
@@ -47,36 +48,67 @@ def choose_engine(key: str, spec: ModelSpec, *, quantized_file: bool, capabiliti
             return EngineChoice("onnxruntime", "fp32", "engine = onnxruntime: fp32 (auto never picks int8)")
         fallback: EngineName = "openvino" if spec.engine == "openvino" else "onnxruntime"
         if not bf16:
-            return EngineChoice(fallback, "fp32", f"precision auto: this CPU has no native bf16 (OpenVINO "
-                                f"OPTIMIZATION_CAPABILITIES: {caps}), so fp32 on {fallback}")
+            return EngineChoice(
+                fallback,
+                "fp32",
+                f"precision auto: this CPU has no native bf16 (OpenVINO "
+                f"OPTIMIZATION_CAPABILITIES: {caps}), so fp32 on {fallback}",
+            )
         threshold = _threshold(spec, "bf16")
         result = gate("openvino", "bf16")
         if result.min_cosine >= threshold:
-            return EngineChoice("openvino", "bf16", f"precision auto: the CPU runs bf16 natively ({caps}) and "
-                                f"bf16 passed the fidelity gate (min cosine {result.min_cosine:.6f} >= {threshold})",
-                                result, threshold)
-        log.warning("%s: bf16 failed the fidelity gate (min cosine %.6f < %s): serving fp32 on %s",
-                    key, result.min_cosine, threshold, fallback)
-        return EngineChoice(fallback, "fp32", f"precision auto: bf16 failed the fidelity gate (min cosine "
-                            f"{result.min_cosine:.6f} < {threshold}), so fp32 on {fallback}", result, threshold)
+            return EngineChoice(
+                "openvino",
+                "bf16",
+                f"precision auto: the CPU runs bf16 natively ({caps}) and "
+                f"bf16 passed the fidelity gate (min cosine {result.min_cosine:.6f} >= {threshold})",
+                result,
+                threshold,
+            )
+        log.warning(
+            "%s: bf16 failed the fidelity gate (min cosine %.6f < %s): serving fp32 on %s",
+            key,
+            result.min_cosine,
+            threshold,
+            fallback,
+        )
+        return EngineChoice(
+            fallback,
+            "fp32",
+            f"precision auto: bf16 failed the fidelity gate (min cosine "
+            f"{result.min_cosine:.6f} < {threshold}), so fp32 on {fallback}",
+            result,
+            threshold,
+        )
     if spec.precision == "fp32":
         engine: EngineName = "openvino" if spec.engine == "openvino" else "onnxruntime"
-        return EngineChoice(engine, "fp32", f"precision = fp32 on {engine}"
-                            + (" (engine auto: ONNX Runtime fp32 measured as fast as OpenVINO f32)"
-                               if spec.engine == "auto" else ""))
+        return EngineChoice(
+            engine,
+            "fp32",
+            f"precision = fp32 on {engine}"
+            + (" (engine auto: ONNX Runtime fp32 measured as fast as OpenVINO f32)" if spec.engine == "auto" else ""),
+        )
     if spec.precision == "bf16":
         if spec.engine == "onnxruntime":
-            raise ConfigError(f"{key}.engine", "ONNX Runtime has no bf16 path on CPU",
-                              'set engine = "openvino" (or "auto") for bf16, or precision = "fp32"')
+            raise ConfigError(
+                f"{key}.engine",
+                "ONNX Runtime has no bf16 path on CPU",
+                'set engine = "openvino" (or "auto") for bf16, or precision = "fp32"',
+            )
         if not bf16:
-            raise ConfigError(f"{key}.precision", f"this CPU does not run bf16 natively (OpenVINO "
-                              f"OPTIMIZATION_CAPABILITIES: {caps})",
-                              'use precision = "auto" (fp32 here) or "fp32"')
+            raise ConfigError(
+                f"{key}.precision",
+                f"this CPU does not run bf16 natively (OpenVINO OPTIMIZATION_CAPABILITIES: {caps})",
+                'use precision = "auto" (fp32 here) or "fp32"',
+            )
         return _gated(key, spec, "openvino", "bf16", gate)
     # int8
     if spec.engine == "openvino":
-        raise ConfigError(f"{key}.engine", "int8 is served by ONNX Runtime only (its dynamic-quantization "
-                          "ops ran ~3x slower in OpenVINO)", 'set engine = "auto" or "onnxruntime" for int8')
+        raise ConfigError(
+            f"{key}.engine",
+            "int8 is served by ONNX Runtime only (its dynamic-quantization ops ran ~3x slower in OpenVINO)",
+            'set engine = "auto" or "onnxruntime" for int8',
+        )
     return _gated(key, spec, "onnxruntime", "int8", gate)
 
 
@@ -91,21 +123,36 @@ def _gated(key: str, spec: ModelSpec, engine: EngineName, precision: Precision, 
             f'use precision = "auto" (it falls back to fp32) or "fp32"; or, if these vectors are good '
             f"enough for you, set {key}.min_cosine below {result.min_cosine:.6f}",
         )
-    return EngineChoice(engine, precision, f"precision = {precision} on {engine}: passed the fidelity gate "
-                        f"(min cosine {result.min_cosine:.6f} >= {threshold})", result, threshold)
+    return EngineChoice(
+        engine,
+        precision,
+        f"precision = {precision} on {engine}: passed the fidelity gate "
+        f"(min cosine {result.min_cosine:.6f} >= {threshold})",
+        result,
+        threshold,
+    )
 
 
 def _quantized_file(key: str, spec: ModelSpec) -> EngineChoice:
     if spec.precision in ("fp32", "bf16"):
-        raise ConfigError(f"{key}.precision", f"the model file is already quantized (int8 ops): its "
-                          f"{spec.precision} weights cannot be recovered from it",
-                          'use precision = "auto" to serve the file as it is, or point `path` at the float export')
+        raise ConfigError(
+            f"{key}.precision",
+            f"the model file is already quantized (int8 ops): its {spec.precision} weights cannot be recovered from it",
+            'use precision = "auto" to serve the file as it is, or point `path` at the float export',
+        )
     if spec.engine == "openvino":
-        log.warning("%s: engine = openvino on an already quantized file: ONNX Runtime's int8 ops ran ~3x "
-                    "slower in OpenVINO than in ONNX Runtime", key)
+        log.warning(
+            "%s: engine = openvino on an already quantized file: ONNX Runtime's int8 ops ran ~3x "
+            "slower in OpenVINO than in ONNX Runtime",
+            key,
+        )
         return EngineChoice("openvino", "int8", "engine = openvino asked for a quantized file (served as is)")
-    return EngineChoice("onnxruntime", "int8", "the file is already quantized (int8 ops): served as it is on "
-                        "ONNX Runtime, whose int8 kernels ran ~3x faster than OpenVINO's on it")
+    return EngineChoice(
+        "onnxruntime",
+        "int8",
+        "the file is already quantized (int8 ops): served as it is on "
+        "ONNX Runtime, whose int8 kernels ran ~3x faster than OpenVINO's on it",
+    )
 
 
 def _threshold(spec: ModelSpec, precision: str) -> float:

@@ -35,9 +35,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import onnx
+
+from appliance.spec.modelinfo import tensor_signature
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,7 @@ def quantize_model(source_folder: Path, cache_dir: Path) -> Path:
         raise QuantizeError(f"{model} not found: nothing to quantize")
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    hashes = {name: sha256_memo(source / name, cache) for name in (MODEL_FILE, DATA_FILE)
-              if (source / name).is_file()}
+    hashes = {name: sha256_memo(source / name, cache) for name in (MODEL_FILE, DATA_FILE) if (source / name).is_file()}
     key = cache_key(hashes)
     final = cache / f"int8-{key[:24]}"
     if (final / MANIFEST).is_file():
@@ -130,8 +130,14 @@ def _build(source: Path, out: Path) -> None:
     proto = onnx.load(str(raw), load_external_data=True)
     _check_interface(onnx.load(str(source / MODEL_FILE), load_external_data=False), proto)
     if external:
-        onnx.save_model(proto, str(out / MODEL_FILE), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=DATA_FILE, size_threshold=1024)
+        onnx.save_model(
+            proto,
+            str(out / MODEL_FILE),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=DATA_FILE,
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(proto, str(out / MODEL_FILE))
     del proto
@@ -144,15 +150,11 @@ def _build(source: Path, out: Path) -> None:
     os.chmod(out, 0o755)
 
 
-def _signature(model: onnx.ModelProto) -> dict[str, list[tuple[str, int, list[int | str]]]]:
-    def describe(values: Any) -> list[tuple[str, int, list[int | str]]]:
-        return [
-            (v.name, v.type.tensor_type.elem_type,
-             [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
-            for v in values
-        ]
-
-    return {"inputs": describe(model.graph.input), "outputs": describe(model.graph.output)}
+def _signature(model: onnx.ModelProto) -> dict[str, list[tuple[str, tuple[int, list[int | str]]]]]:
+    return {
+        name: list(tensor_signature(values).items())
+        for name, values in (("inputs", model.graph.input), ("outputs", model.graph.output))
+    }
 
 
 def _check_interface(source: onnx.ModelProto, quantized: onnx.ModelProto) -> None:

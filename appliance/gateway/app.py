@@ -5,14 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Response, get
-from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from appliance.errors import ApplianceError
 from appliance.gateway.auth import KeyRing
@@ -28,18 +25,12 @@ from appliance.gateway.metrics import GatewayMetrics
 from appliance.gateway.openapi import openapi_document
 from appliance.gateway.requestlog import RequestLog
 from appliance.gateway.routes import ROUTES, json_response
+from appliance.gateway.state import AppState
 from appliance.pipeline.backend import EmbeddingBackend, TritonBackend
 from appliance.pipeline.service import ModelPipeline
-from appliance.settings import GatewaySettings, read_compiled
+from appliance.settings import GatewaySettings
 
 log = logging.getLogger("appliance.gateway")
-
-
-class GatewayEnv(BaseSettings):
-    """The gateway's environment, read once when the app is built."""
-
-    model_config = SettingsConfigDict(env_prefix="EMBED_")
-    runtime_dir: Path
 
 
 def create_app(settings: GatewaySettings, backend: EmbeddingBackend | None = None) -> Litestar:
@@ -49,8 +40,10 @@ def create_app(settings: GatewaySettings, backend: EmbeddingBackend | None = Non
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         active = backend or TritonBackend(settings.triton_url)
         app.state.backend = active
-        app.state.pipelines = {m.name: ModelPipeline(m, active, settings.limits, max_rows=settings.batching.max_batch_size)
-                               for m in settings.models}
+        app.state.pipelines = {
+            m.name: ModelPipeline(m, active, settings.limits, max_rows=settings.batching.max_batch_size)
+            for m in settings.models
+        }
         try:
             yield
         finally:
@@ -67,8 +60,11 @@ def create_app(settings: GatewaySettings, backend: EmbeddingBackend | None = Non
         log.warning("no API keys configured: /v1 endpoints are open")
     metrics = GatewayMetrics(settings.triton_metrics_url)
     key_limits = KeyRateLimiter(
-        {k.name: (k.requests_per_minute, k.tokens_per_minute) for k in settings.auth_keys
-         if k.requests_per_minute or k.tokens_per_minute}
+        {
+            k.name: (k.requests_per_minute, k.tokens_per_minute)
+            for k in settings.auth_keys
+            if k.requests_per_minute or k.tokens_per_minute
+        }
     )
 
     def count_request(path: str, status: int, fields: dict[str, Any]) -> None:
@@ -84,14 +80,16 @@ def create_app(settings: GatewaySettings, backend: EmbeddingBackend | None = Non
         route_handlers=[*ROUTES, openapi, *docs_handlers()],
         lifespan=[lifespan],
         middleware=[HeaderLimits, request_log],  # outermost first
-        state=State({
-            "keyring": keyring,
-            "settings": settings,
-            "presets": {p.name: p for p in settings.presets},
-            "metrics": metrics,
-            "limiter": ConcurrencyLimiter(settings.limits.max_concurrent_requests),
-            "key_limits": key_limits,
-        }),
+        state=AppState(
+            {
+                "keyring": keyring,
+                "settings": settings,
+                "presets": {p.name: p for p in settings.presets},
+                "metrics": metrics,
+                "limiter": ConcurrencyLimiter(settings.limits.max_concurrent_requests),
+                "key_limits": key_limits,
+            }
+        ),
         exception_handlers={
             ApplianceError: handle_appliance_error,
             HTTPException: handle_http_exception,
@@ -101,9 +99,3 @@ def create_app(settings: GatewaySettings, backend: EmbeddingBackend | None = Non
         openapi_config=None,
         logging_config=None,  # keep configure_logging()'s handlers: Litestar's default replaces the root handler
     )
-
-
-def create_app_from_env() -> Litestar:
-    """Uvicorn factory: reads the compiled settings from `EMBED_RUNTIME_DIR`."""
-    env = GatewayEnv()  # type: ignore[call-arg]
-    return create_app(read_compiled(env.runtime_dir).gateway)

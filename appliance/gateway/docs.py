@@ -58,6 +58,7 @@ async def docs_page() -> Response[str]:
 
 
 def docs_handlers() -> list[ControllerRouterHandler]:
-    static = create_static_files_router(path="/docs/static", directories=[swagger_ui_dir()],
-                                        include_in_schema=False, send_as_attachment=False)
+    static = create_static_files_router(
+        path="/docs/static", directories=[swagger_ui_dir()], include_in_schema=False, send_as_attachment=False
+    )
     return [docs_page, static]

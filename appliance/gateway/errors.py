@@ -9,19 +9,38 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from appliance.errors import ApplianceError, InvalidRequestError, split_msgspec_error
+from appliance.errors import (
+    HTTP_ERRORS,
+    ApplianceError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    split_msgspec_error,
+)
 from appliance.gateway.schemas import ErrorBody, ErrorResponse
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 
-# Litestar's own HTTP errors (404 route, 405 method, 413 body...) -> OpenAI error types.
-_HTTP_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error",
-               413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
+# Litestar's own HTTP errors (404 route, 405 method, 413 body...) -> the error tree's types.
+_HTTP_TYPES = {cls.status_code: cls.error_type for cls in HTTP_ERRORS}
 
 
-def error_response(status: int, message: str, error_type: str, *, param: str | None = None,
-                   code: str | None = None, headers: dict[str, str] | None = None) -> Response[bytes]:
+def error_body(exc: ApplianceError) -> bytes:
+    """The JSON body of `exc`'s response (also for refusals made below Litestar, e.g. the 431)."""
+    return _encoder.encode(
+        ErrorResponse(error=ErrorBody(message=exc.message, type=exc.error_type, param=exc.param, code=exc.code))
+    )
+
+
+def error_response(
+    status: int,
+    message: str,
+    error_type: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[bytes]:
     body = ErrorResponse(error=ErrorBody(message=message, type=error_type, param=param, code=code))
     return Response(_encoder.encode(body), status_code=status, media_type="application/json", headers=headers)
 
@@ -38,17 +57,17 @@ def request_error_from_msgspec(exc: msgspec.ValidationError | msgspec.DecodeErro
 def handle_appliance_error(_: Request[Any, Any, Any], exc: ApplianceError) -> Response[bytes]:
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
     headers.update(exc.headers or {})
-    return error_response(exc.status_code, exc.message, exc.error_type, param=exc.param, code=exc.code,
-                          headers=headers)
+    return error_response(exc.status_code, exc.message, exc.error_type, param=exc.param, code=exc.code, headers=headers)
 
 
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
-    error_type = _HTTP_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    message = exc.detail if status < 500 else "Internal Server Error"
     if status == 413:
         limit = request.app.state.settings.limits.max_body_bytes
-        message = f"the request body is larger than this server's limit of {limit} bytes ([limits] max_body_bytes)"
+        too_large = f"the request body is larger than this server's limit of {limit} bytes ([limits] max_body_bytes)"
+        return handle_appliance_error(request, PayloadTooLargeError(too_large))
+    error_type = _HTTP_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    message = exc.detail if status < 500 else "Internal Server Error"
     return error_response(status, message, error_type, headers=exc.headers)
 
 

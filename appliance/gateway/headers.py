@@ -6,7 +6,6 @@ arrives in one read passes. A flood of headers costs real CPU in every layer aft
 
 from __future__ import annotations
 
-import msgspec
 from litestar.enums import ScopeType
 from litestar.types import (
     ASGIApp,
@@ -17,7 +16,8 @@ from litestar.types import (
     Send,
 )
 
-from appliance.gateway.schemas import ErrorBody, ErrorResponse
+from appliance.errors import HeadersTooLargeError
+from appliance.gateway.errors import error_body
 
 MAX_HEADERS = 100
 MAX_HEADER_BYTES = 16 * 1024
@@ -26,11 +26,8 @@ MAX_HEADER_BYTES = 16 * 1024
 class HeaderLimits:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        body = ErrorResponse(error=ErrorBody(
-            message=f"request headers too large (at most {MAX_HEADERS} headers, {MAX_HEADER_BYTES} bytes)",
-            type="invalid_request_error",
-        ))
-        self.refusal = msgspec.json.encode(body)
+        too_large = f"request headers too large (at most {MAX_HEADERS} headers, {MAX_HEADER_BYTES} bytes)"
+        self.refusal = error_body(HeadersTooLargeError(too_large))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP:
@@ -38,9 +35,11 @@ class HeaderLimits:
             if len(headers) > MAX_HEADERS or sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
                 start: HTTPResponseStartEvent = {
                     "type": "http.response.start",
-                    "status": 431,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(self.refusal)).encode())],
+                    "status": HeadersTooLargeError.status_code,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(self.refusal)).encode()),
+                    ],
                 }
                 body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": self.refusal, "more_body": False}
                 await send(start)

@@ -84,8 +84,9 @@ class KeyRateLimiter:
 
     WINDOW_S = 60.0
 
-    def __init__(self, limits: dict[str, tuple[int | None, int | None]],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, limits: dict[str, tuple[int | None, int | None]], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limits = limits  # key name -> (requests_per_minute, tokens_per_minute)
         self.clock = clock
         self.windows: dict[str, _Window] = {}
@@ -168,5 +169,8 @@ class KeyRateLimiter:
 
 
 def _quota(what: str, limit: int, remaining: int, reset_s: float) -> dict[str, str]:
-    return {f"x-ratelimit-limit-{what}": str(limit), f"x-ratelimit-remaining-{what}": str(max(0, remaining)),
-            f"x-ratelimit-reset-{what}": openai_duration(reset_s)}
+    return {
+        f"x-ratelimit-limit-{what}": str(limit),
+        f"x-ratelimit-remaining-{what}": str(max(0, remaining)),
+        f"x-ratelimit-reset-{what}": openai_duration(reset_s),
+    }

@@ -19,22 +19,42 @@ class GatewayMetrics:
         self.triton_metrics_url = triton_metrics_url
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("embed_requests", "Requests by endpoint, model, task, status and key name",
-                                ["endpoint", "model", "task", "status", "key"], registry=r)
-        self.latency = Histogram("embed_request_duration_seconds", "Request latency by phase",
-                                 ["phase", "model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "embed_requests",
+            "Requests by endpoint, model, task, status and key name",
+            ["endpoint", "model", "task", "status", "key"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "embed_request_duration_seconds",
+            "Request latency by phase",
+            ["phase", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.input_tokens = Counter("embed_input_tokens", "Tokens fed to the model", ["model", "key"], registry=r)
         self.inputs = Counter("embed_inputs", "Inputs embedded", ["model"], registry=r)
-        self.chunk_rows = Histogram("embed_chunk_rows", "Sequences per request sent to Triton", ["model"],
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r)
-        self.padding = Histogram("embed_chunk_padding_efficiency", "Real / padded tokens per chunk sent", ["model"],
-                                 buckets=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0), registry=r)
+        self.chunk_rows = Histogram(
+            "embed_chunk_rows",
+            "Sequences per request sent to Triton",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        self.padding = Histogram(
+            "embed_chunk_padding_efficiency",
+            "Real / padded tokens per chunk sent",
+            ["model"],
+            buckets=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+            registry=r,
+        )
         self.in_flight = Gauge("embed_in_flight_requests", "Requests being processed", registry=r)
-        self.abandoned = Gauge("embed_abandoned_requests",
-                               "Requests answered 504 whose work is still running (it keeps its permit)",
-                               registry=r)
-        self.rejected = Counter("embed_rejected_requests", "Requests refused before any work",
-                                ["reason"], registry=r)
+        self.abandoned = Gauge(
+            "embed_abandoned_requests",
+            "Requests answered 504 whose work is still running (it keeps its permit)",
+            registry=r,
+        )
+        self.rejected = Counter("embed_rejected_requests", "Requests refused before any work", ["reason"], registry=r)
 
     async def render(self) -> bytes:
         """The gateway's metrics followed by Triton's (omitted, with a comment, if Triton is down)."""

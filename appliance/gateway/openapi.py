@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from appliance import __version__
+from appliance.errors import HTTP_ERRORS
 from appliance.gateway.schemas import (
     EmbeddingRequest,
     EmbeddingResponse,
@@ -19,16 +20,8 @@ from appliance.gateway.schemas import (
     TokenizeResponse,
 )
 
-_ERRORS = {
-    "400": "invalid request, including token ids outside the vocabulary (the message and `param` say what and where)",
-    "401": "missing or invalid API key",
-    "404": "unknown model",
-    "413": "request body too large",
-    "415": "the body is not JSON (send Content-Type: application/json)",
-    "429": "overloaded or over a key's limit; retry after `Retry-After` seconds",
-    "503": "the inference server is not ready; retry after `Retry-After` seconds",
-    "504": "no answer within the request timeout",
-}
+_ERRORS = {str(cls.status_code): cls.description for cls in HTTP_ERRORS if cls.status_code != 500}
+_REQUEST_ERRORS = tuple(code for code in _ERRORS if code != "431")  # 431 is refused before routing, for any path
 
 
 def _ref(struct: type) -> dict[str, str]:
@@ -39,8 +32,14 @@ def _json(struct: type) -> dict[str, Any]:
     return {"application/json": {"schema": _ref(struct)}}
 
 
-def _operation(summary: str, ok: type, *, body: type | None = None, secured: bool = True,
-               errors: tuple[str, ...] = ("400", "401", "404", "413", "415", "429", "503", "504")) -> dict[str, Any]:
+def _operation(
+    summary: str,
+    ok: type,
+    *,
+    body: type | None = None,
+    secured: bool = True,
+    errors: tuple[str, ...] = _REQUEST_ERRORS,
+) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": {"description": "OK", "content": _json(ok)}}
     for code in errors:
         responses[code] = {"description": _ERRORS[code], "content": _json(ErrorResponse)}
@@ -54,8 +53,17 @@ def _operation(summary: str, ok: type, *, body: type | None = None, secured: boo
 
 def openapi_document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [EmbeddingRequest, EmbeddingResponse, TokenizeRequest, TokenizeResponse, ModelList, ModelCard, Info,
-         Status, ErrorResponse],
+        [
+            EmbeddingRequest,
+            EmbeddingResponse,
+            TokenizeRequest,
+            TokenizeResponse,
+            ModelList,
+            ModelCard,
+            Info,
+            Status,
+            ErrorResponse,
+        ],
         ref_template="#/components/schemas/{name}",
     )
     model_param = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -63,24 +71,46 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Embedding appliance", "version": __version__},
         "paths": {
-            "/v1/embeddings": {"post": _operation("Create embeddings (OpenAI + Jina parameters)",
-                                                  EmbeddingResponse, body=EmbeddingRequest)},
-            "/tokenize": {"post": _operation("Tokenize as the embedding path does", TokenizeResponse,
-                                             body=TokenizeRequest)},
+            "/v1/embeddings": {
+                "post": _operation(
+                    "Create embeddings (OpenAI + Jina parameters)", EmbeddingResponse, body=EmbeddingRequest
+                )
+            },
+            "/tokenize": {
+                "post": _operation("Tokenize as the embedding path does", TokenizeResponse, body=TokenizeRequest)
+            },
             "/v1/models": {"get": _operation("List served models", ModelList, errors=("401",))},
-            "/v1/models/{model_id}": {"get": {**_operation("One served model", ModelCard, errors=("401", "404")),
-                                              "parameters": [model_param]}},
-            "/info": {"get": _operation("Models, tasks, dimensions, limits, batching as compiled", Info,
-                                        errors=("401",))},
-            "/metrics": {"get": {"summary": "Prometheus metrics: the gateway's, then Triton's", "responses": {
-                "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
-            }}},
+            "/v1/models/{model_id}": {
+                "get": {**_operation("One served model", ModelCard, errors=("401", "404")), "parameters": [model_param]}
+            },
+            "/info": {
+                "get": _operation("Models, tasks, dimensions, limits, batching as compiled", Info, errors=("401",))
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics: the gateway's, then Triton's",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/health": {"get": _operation("Liveness", Status, secured=False, errors=())},
-            "/ready": {"get": _operation("Readiness: 200 when every model is loaded", Status, secured=False,
-                                         errors=("503",))},
+            "/ready": {
+                "get": _operation("Readiness: 200 when every model is loaded", Status, secured=False, errors=("503",))
+            },
         },
         "components": {
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def error_table() -> str:
+    """The README's error table (tests/unit/test_docs_tables.py keeps the README's copy current)."""
+    rows = ["| status | `type` | when |", "|---|---|---|"]
+    rows += [f"| {cls.status_code} | `{cls.error_type}` | {cls.description} |" for cls in HTTP_ERRORS]
+    return "\n".join(rows) + "\n"

@@ -59,8 +59,14 @@ class RequestLog:
                 self.on_finish(scope["path"], status, fields)
 
     def _emit(self, request_id: str, scope: Scope, status: int, seconds: float, fields: dict[str, Any]) -> None:
-        record = {"request_id": request_id, "method": scope.get("method", "-"), "path": scope["path"], "status": status,
-                  "latency_ms": round(seconds * 1000, 2), **fields}
+        record = {
+            "request_id": request_id,
+            "method": scope.get("method", "-"),
+            "path": scope["path"],
+            "status": status,
+            "latency_ms": round(seconds * 1000, 2),
+            **fields,
+        }
         if self.json_format:
             log.info(json.dumps(record, ensure_ascii=False))
         else:

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
 from litestar.handlers import BaseRouteHandler
+from litestar.params import FromPath
 from litestar.types import Scope
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -25,7 +25,6 @@ from appliance.errors import (
 from appliance.gateway.auth import KeyRing
 from appliance.gateway.errors import request_error_from_msgspec
 from appliance.gateway.inputs import normalize_input
-from appliance.gateway.limits import ConcurrencyLimiter, KeyRateLimiter
 from appliance.gateway.metrics import GatewayMetrics
 from appliance.gateway.schemas import (
     BatchingInfo,
@@ -45,6 +44,7 @@ from appliance.gateway.schemas import (
     TokenizeResponse,
     Usage,
 )
+from appliance.gateway.state import AppState
 from appliance.pipeline.encoding import encode_vectors
 from appliance.pipeline.presets import Asked, resolve
 from appliance.pipeline.service import EmbedJob, EmbedResult, ModelPipeline
@@ -63,7 +63,7 @@ async def require_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
 
     Async on purpose: Litestar runs a sync guard in a worker thread (a thread hop per request).
     """
-    keyring: KeyRing = connection.app.state.keyring
+    keyring: KeyRing = connection.app.state.keyring  # a guard gets the connection, not the state
     name = keyring.check(connection.headers.get("authorization"))
     log_fields(connection.scope)["key"] = name or "-"
 
@@ -96,12 +96,12 @@ async def decode(request: Request[Any, Any, Any], body_type: type[T]) -> T:
         raise InvalidRequestError("the request body is not valid UTF-8") from None
 
 
-def pipeline_for(state: State, model: str) -> tuple[ModelPipeline, CompiledPreset | None]:
+def pipeline_for(state: AppState, model: str) -> tuple[ModelPipeline, CompiledPreset | None]:
     """A served model's name, or a preset's: its pipeline, and the preset."""
-    pipelines: dict[str, ModelPipeline] = state.pipelines
+    pipelines = state.pipelines
     if model in pipelines:
         return pipelines[model], None
-    presets: dict[str, CompiledPreset] = state.presets
+    presets = state.presets
     if model in presets:
         preset = presets[model]
         return pipelines[preset.model], preset
@@ -112,10 +112,10 @@ def pipeline_for(state: State, model: str) -> tuple[ModelPipeline, CompiledPrese
 
 
 @post("/v1/embeddings", guards=[require_key], status_code=200)
-async def create_embeddings(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    limiter: ConcurrencyLimiter = state.limiter
-    metrics: GatewayMetrics = state.metrics
-    key_limits: KeyRateLimiter = state.key_limits
+async def create_embeddings(request: Request[Any, Any, Any], state: AppState) -> Response[bytes]:
+    limiter = state.limiter
+    metrics = state.metrics
+    key_limits = state.key_limits
     fields = log_fields(request.scope)
     try:
         limiter.try_acquire()
@@ -136,9 +136,9 @@ async def create_embeddings(request: Request[Any, Any, Any], state: State) -> Re
     return response
 
 
-async def _embed(request: Request[Any, Any, Any], state: State, fields: dict[str, Any]) -> Response[bytes]:
-    metrics: GatewayMetrics = state.metrics
-    key_limits: KeyRateLimiter = state.key_limits
+async def _embed(request: Request[Any, Any, Any], state: AppState, fields: dict[str, Any]) -> Response[bytes]:
+    metrics = state.metrics
+    key_limits = state.key_limits
     key = fields.get("key")
     try:
         ticket = key_limits.check(key)
@@ -148,9 +148,17 @@ async def _embed(request: Request[Any, Any, Any], state: State, fields: dict[str
     body = await decode(request, EmbeddingRequest)
     pipeline, preset = pipeline_for(state, body.model)
     normalized = None if body.normalized is msgspec.UNSET else body.normalized
-    asked = resolve(Asked(task=body.task, input_type=body.input_type, dimensions=body.dimensions,
-                          normalized=normalized, embedding_type=body.embedding_type,
-                          encoding_format=body.encoding_format), preset)
+    asked = resolve(
+        Asked(
+            task=body.task,
+            input_type=body.input_type,
+            dimensions=body.dimensions,
+            normalized=normalized,
+            embedding_type=body.embedding_type,
+            encoding_format=body.encoding_format,
+        ),
+        preset,
+    )
     inputs = normalize_input(body.input)
     task = pipeline.resolve_task(asked.task, asked.task_param)
     fields.update(model=pipeline.model.name, task=task or "-", inputs=len(inputs))
@@ -197,7 +205,7 @@ def _record(metrics: GatewayMetrics, model: str, key: str | None, inputs: int, r
 
 
 @post("/tokenize", guards=[require_key], status_code=200)
-async def tokenize(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def tokenize(request: Request[Any, Any, Any], state: AppState) -> Response[bytes]:
     body = await decode(request, TokenizeRequest)
     pipeline, preset = pipeline_for(state, body.model)
     asked = resolve(Asked(task=body.task, input_type=body.input_type), preset)
@@ -205,8 +213,7 @@ async def tokenize(request: Request[Any, Any, Any], state: State) -> Response[by
     fields = log_fields(request.scope)
     fields.update(model=pipeline.model.name, task=task or "-")
     texts = [body.input] if isinstance(body.input, str) else body.input
-    pieces = await asyncio.to_thread(pipeline.encoder.pieces, texts, task,
-                                     add_special_tokens=body.add_special_tokens)
+    pieces = await asyncio.to_thread(pipeline.encoder.pieces, texts, task, add_special_tokens=body.add_special_tokens)
     tokens = [[Token(p.id, p.text, p.special, p.start, p.stop) for p in seq] for seq in pieces]
     return json_response(TokenizeResponse(tokens=tokens, model=body.model))
 
@@ -216,39 +223,57 @@ def _card(name: str, preset: CompiledPreset | None) -> ModelCard:
 
 
 @get("/v1/models", guards=[require_key])
-async def list_models(state: State) -> Response[bytes]:
-    presets: dict[str, CompiledPreset] = state.presets
+async def list_models(state: AppState) -> Response[bytes]:
+    presets = state.presets
     cards = [_card(name, None) for name in state.pipelines] + [_card(n, p) for n, p in presets.items()]
     return json_response(ModelList(data=cards))
 
 
 @get("/v1/models/{model_id:str}", guards=[require_key])
-async def get_model(state: State, model_id: str) -> Response[bytes]:
+async def get_model(state: AppState, model_id: FromPath[str]) -> Response[bytes]:
     _, preset = pipeline_for(state, model_id)
     return json_response(_card(model_id, preset))
 
 
 @get("/info", guards=[require_key])
-async def info(state: State) -> Response[bytes]:
+async def info(state: AppState) -> Response[bytes]:
     settings = state.settings
     models = [
         ModelInfo(
-            name=p.model.name, kind=p.model.kind, tasks=p.model.tasks, default_task=p.model.default_task,
-            task_instructions=p.model.instructions, dimensions=p.model.dimensions,
-            max_tokens=p.model.max_tokens, hidden_size=p.model.hidden_size, engine=_engine_info(p.model),
+            name=p.model.name,
+            kind=p.model.kind,
+            tasks=p.model.tasks,
+            default_task=p.model.default_task,
+            task_instructions=p.model.instructions,
+            dimensions=p.model.dimensions,
+            max_tokens=p.model.max_tokens,
+            hidden_size=p.model.hidden_size,
+            engine=_engine_info(p.model),
         )
         for p in state.pipelines.values()
     ]
     presets = [
-        PresetInfo(name=p.name, model=p.model, task=p.task, dimensions=p.dimensions, normalized=p.normalized,
-                   embedding_type=p.embedding_type, encoding_format=p.encoding_format, automatic=p.automatic)
+        PresetInfo(
+            name=p.name,
+            model=p.model,
+            task=p.task,
+            dimensions=p.dimensions,
+            normalized=p.normalized,
+            embedding_type=p.embedding_type,
+            encoding_format=p.encoding_format,
+            automatic=p.automatic,
+        )
         for p in settings.presets
     ]
     return json_response(
         Info(
-            version=__version__, models=models, presets=presets,
-            batching=_info_of(BatchingInfo, settings.batching), limits=_info_of(LimitsInfo, settings.limits),
-            instance_count=settings.instance_count, threads_per_instance=settings.threads_per_instance,
+            version=__version__,
+            models=models,
+            presets=presets,
+            batching=_info_of(BatchingInfo, settings.batching),
+            limits=_info_of(LimitsInfo, settings.limits),
+            instance_count=settings.instance_count,
+            threads_per_instance=settings.threads_per_instance,
         )
     )
 
@@ -261,18 +286,25 @@ def _info_of(info_type: type[InfoPart], spec: msgspec.Struct) -> InfoPart:
 def _engine_info(model: CompiledModel) -> EngineInfo:
     gate = model.fidelity
     return EngineInfo(
-        name=model.engine, precision=model.precision, reason=model.engine_reason,
+        name=model.engine,
+        precision=model.precision,
+        reason=model.engine_reason,
         max_batch_tokens=model.max_batch_tokens,
-        fidelity=None if gate is None else FidelityInfo(
-            min_cosine=gate.min_cosine, threshold=gate.threshold, per_task=gate.per_task, probes=gate.probes,
+        fidelity=None
+        if gate is None
+        else FidelityInfo(
+            min_cosine=gate.min_cosine,
+            threshold=gate.threshold,
+            per_task=gate.per_task,
+            probes=gate.probes,
             long_tokens=gate.long_tokens,
         ),
     )
 
 
 @get("/metrics")
-async def metrics(state: State) -> Response[bytes]:
-    gateway_metrics: GatewayMetrics = state.metrics
+async def metrics(state: AppState) -> Response[bytes]:
+    gateway_metrics = state.metrics
     return Response(await gateway_metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -282,7 +314,7 @@ async def health() -> Response[bytes]:
 
 
 @get("/ready")
-async def ready(state: State) -> Response[bytes]:
+async def ready(state: AppState) -> Response[bytes]:
     if await state.backend.ready(list(state.pipelines)):
         return json_response({"status": "ready"})
     response = json_response({"status": "loading"}, status=503)

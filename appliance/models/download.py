@@ -79,29 +79,38 @@ def download_model(
     target.mkdir(parents=True, exist_ok=True)
     staging = target / STAGING_DIR
     with _hub_errors(repo_id, revision, endpoint):
-        first = get_hf_file_metadata(hf_hub_url(repo_id, "config.json", revision=revision, endpoint=endpoint),
-                                     token=token, endpoint=endpoint)
+        first = get_hf_file_metadata(
+            hf_hub_url(repo_id, "config.json", revision=revision, endpoint=endpoint), token=token, endpoint=endpoint
+        )
         commit = first.commit_hash
         if not commit:
-            raise DownloadError(f"{endpoint or 'HF_ENDPOINT'} did not say which commit `{revision}` is "
-                                "(no X-Repo-Commit header): is HF_ENDPOINT a Hugging Face Hub?")
-        _say(f"{repo_id} @ {revision} is commit {commit}" + ("" if revision == commit else
-             f" (pin it: --revision {commit})"))
+            raise DownloadError(
+                f"{endpoint or 'HF_ENDPOINT'} did not say which commit `{revision}` is "
+                "(no X-Repo-Commit header): is HF_ENDPOINT a Hugging Face Hub?"
+            )
+        _say(
+            f"{repo_id} @ {revision} is commit {commit}"
+            + ("" if revision == commit else f" (pin it: --revision {commit})")
+        )
         result = DownloadResult(folder=target, repo_id=repo_id, revision=revision, commit=commit)
         for remote, local in REPO_FILES.items():
-            meta = get_hf_file_metadata(hf_hub_url(repo_id, remote, revision=commit, endpoint=endpoint),
-                                        token=token, endpoint=endpoint)
+            meta = get_hf_file_metadata(
+                hf_hub_url(repo_id, remote, revision=commit, endpoint=endpoint), token=token, endpoint=endpoint
+            )
             dest = target / local
             if dest.is_file() and _matches(dest, meta):
                 _say(f"{local}: already there ({human_size(dest.stat().st_size)}, matches the Hub)")
                 result.kept.append(local)
                 continue
-            fetched = Path(hf_hub_download(repo_id, remote, revision=commit, local_dir=staging,
-                                           endpoint=endpoint, token=token))
+            fetched = Path(
+                hf_hub_download(repo_id, remote, revision=commit, local_dir=staging, endpoint=endpoint, token=token)
+            )
             if not _matches(fetched, meta):
                 fetched.unlink()
-                raise DownloadError(f"{remote}: the downloaded file does not match the Hub's size/hash "
-                                    f"({meta.size} bytes, {meta.etag}); run the command again")
+                raise DownloadError(
+                    f"{remote}: the downloaded file does not match the Hub's size/hash "
+                    f"({meta.size} bytes, {meta.etag}); run the command again"
+                )
             os.replace(fetched, dest)
             _say(f"{local}: fetched {human_size(dest.stat().st_size)} from {remote}")
             result.fetched.append(local)
@@ -141,22 +150,30 @@ def _hub_errors(repo: str, rev: str, endpoint: str | None) -> Iterator[None]:
     except DownloadError:
         raise
     except errors.GatedRepoError as exc:
-        raise DownloadError(f"{repo} is gated: accept its terms on the model page, then set HF_TOKEN "
-                            "to a token of that account") from exc
+        raise DownloadError(
+            f"{repo} is gated: accept its terms on the model page, then set HF_TOKEN to a token of that account"
+        ) from exc
     except errors.RepositoryNotFoundError as exc:
-        raise DownloadError(f"repository {repo} not found on {hub} (if it is private, set HF_TOKEN); "
-                            f"jina-embeddings-v3 is {DEFAULT_REPO}") from exc
+        raise DownloadError(
+            f"repository {repo} not found on {hub} (if it is private, set HF_TOKEN); "
+            f"jina-embeddings-v3 is {DEFAULT_REPO}"
+        ) from exc
     except errors.RevisionNotFoundError as exc:
-        raise DownloadError(f"{repo} has no revision `{rev}`: pass a branch, tag or commit that exists "
-                            "with --revision") from exc
+        raise DownloadError(
+            f"{repo} has no revision `{rev}`: pass a branch, tag or commit that exists with --revision"
+        ) from exc
     except errors.RemoteEntryNotFoundError as exc:
-        raise DownloadError(f"{repo} @ {rev} lacks a file the appliance needs ({first_line(exc)}); it needs "
-                            f"{', '.join(REPO_FILES)}: is it a jina-embeddings-v3 ONNX repository?") from exc
+        raise DownloadError(
+            f"{repo} @ {rev} lacks a file the appliance needs ({first_line(exc)}); it needs "
+            f"{', '.join(REPO_FILES)}: is it a jina-embeddings-v3 ONNX repository?"
+        ) from exc
     except Exception as exc:
         if not isinstance(exc, OSError) and type(exc).__module__.split(".")[0] not in _NETWORK_MODULES:
             raise  # a bug, not the network: keep the traceback
-        raise DownloadError(f"cannot download from {hub}: {first_line(exc)}; check the network "
-                            "(HF_ENDPOINT for a mirror) and run the same command again") from exc
+        raise DownloadError(
+            f"cannot download from {hub}: {first_line(exc)}; check the network "
+            "(HF_ENDPOINT for a mirror) and run the same command again"
+        ) from exc
 
 
 def _say(line: str) -> None:

@@ -56,14 +56,23 @@ def feed_for(input_names: set[str], ids: Array, mask: Array, task_id: int | None
 class OnnxRuntimeEngine:
     name: EngineName = "onnxruntime"
 
-    def __init__(self, model_path: Path, output_name: str, threads: int, precision: Precision = "fp32", *,
-                 stop_spinning: bool = True, **session_kwargs: Any) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        output_name: str,
+        threads: int,
+        precision: Precision = "fp32",
+        *,
+        stop_spinning: bool = True,
+        **session_kwargs: Any,
+    ) -> None:
         from appliance.models.graph import open_session
 
         self.precision = precision
         self.output_name = output_name
-        self.session, self.rewrites = open_session(model_path, ort_options(threads, stop_spinning=stop_spinning),
-                                                   **session_kwargs)
+        self.session, self.rewrites = open_session(
+            model_path, ort_options(threads, stop_spinning=stop_spinning), **session_kwargs
+        )
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.detail = f"onnxruntime {precision}, {threads} threads, {self.rewrites or 'graph as exported'}"
 
@@ -95,8 +104,16 @@ def ort_options(threads: int, *, stop_spinning: bool = True, spinning: bool = Tr
 class OpenVinoEngine:
     name: EngineName = "openvino"
 
-    def __init__(self, model_path: Path, output_name: str, threads: int, precision: Precision = "fp32", *,
-                 cache_dir: Path | None = None, strip_nan_guards: bool = True) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        output_name: str,
+        threads: int,
+        precision: Precision = "fp32",
+        *,
+        cache_dir: Path | None = None,
+        strip_nan_guards: bool = True,
+    ) -> None:
         import openvino as ov
 
         self.precision = precision
@@ -118,8 +135,10 @@ class OpenVinoEngine:
         self.output = self.compiled.output(output_name)
         self.request = self.compiled.create_infer_request()
         ran = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        self.detail = (f"openvino {ov.__version__.split('-')[0]} {precision} (inference precision {ran}), "
-                       f"{threads} threads, {self.nan_guards} softmax NaN guards dropped, cache {cache_dir or 'off'}")
+        self.detail = (
+            f"openvino {ov.__version__.split('-')[0]} {precision} (inference precision {ran}), "
+            f"{threads} threads, {self.nan_guards} softmax NaN guards dropped, cache {cache_dir or 'off'}"
+        )
 
     def run(self, ids: Array, mask: Array, task_id: int | None) -> Array:
         result = self.request.infer(feed_for(self.input_names, ids, mask, task_id), share_inputs=True)
@@ -138,15 +157,26 @@ def strip_ov_nan_guards(model: Any) -> int:
         if op.get_type_name() != "Select":
             continue
         condition, value = op.input_value(0).get_node(), op.input_value(2)
-        if (condition.get_type_name() == "IsNaN" and condition.input_value(0) == value
-                and value.get_node().get_type_name() == "Softmax"):
+        if (
+            condition.get_type_name() == "IsNaN"
+            and condition.input_value(0) == value
+            and value.get_node().get_type_name() == "Softmax"
+        ):
             op.output(0).replace(value)
             dropped += 1
     return dropped
 
 
-def open_engine(model_path: Path, *, engine: EngineName, precision: Precision, output_name: str, threads: int,
-                cache_dir: Path | None = None, stop_spinning: bool = True) -> Engine:
+def open_engine(
+    model_path: Path,
+    *,
+    engine: EngineName,
+    precision: Precision,
+    output_name: str,
+    threads: int,
+    cache_dir: Path | None = None,
+    stop_spinning: bool = True,
+) -> Engine:
     """The engine Triton's model.py serves with (and the gate and benchmark measure)."""
     if engine == "openvino":
         return OpenVinoEngine(model_path, output_name, threads, precision, cache_dir=cache_dir)

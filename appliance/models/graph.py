@@ -16,9 +16,7 @@ Graphs with neither this nor the GELU pattern below load from their path unchang
 
 It also keeps ONNX Runtime from fusing `Add` + `LayerNormalization` into its contrib
 `SkipLayerNormalization` op: on onnxruntime 1.32's CPU provider that one kernel is several times
-slower than the ops it replaces (e5-small-jina, 8 x 128 tokens: 21.7 ms per run in 24
-SkipLayerNormalization nodes against 3.2 ms of LayerNormalization plus ~2 ms more of Add). The
-outputs agree to float rounding.
+slower than the ops it replaces. The outputs agree to float rounding.
 
 And the exporter writes GELU as `x * (0.5 * (1 + erf(x / sqrt(2))))`: five element-wise ops over
 [batch, len, intermediate] per layer, in an operand order ONNX Runtime's own GeluFusion does not
@@ -26,10 +24,7 @@ match (its optimized graph still has every Erf, Div, Add and both Muls).
 `fuse_erf_gelus` replaces exactly that pattern with ONNX Runtime's `com.microsoft.Gelu` (the same
 function, one pass over the tensor).
 
-Each change measured in-process on the benchmark's mixed workload (`python -m bench.ort_options`,
-2 threads, rounds alternated), served session against the same session with that change undone:
-SkipLayerNormFusion off: all-MiniLM +10 %, e5-small-jina +6 % fp32 / +16 % int8; GELU fused:
-all-MiniLM +7 %, e5-small-jina +4 % fp32 / +9 % int8.
+Each change is measured by `python -m bench.ort_options` (docs/performance.md, "Decisions").
 """
 
 from __future__ import annotations
@@ -64,24 +59,32 @@ class Rewrites:
         return f"{self.nan_guards} softmax NaN guards dropped, {self.erf_gelus} erf GELUs fused"
 
 
-def open_session(model_path: Path, options: ort.SessionOptions, *, fuse_gelus: bool = True,
-                 disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS) -> tuple[ort.InferenceSession, Rewrites]:
+def open_session(
+    model_path: Path,
+    options: ort.SessionOptions,
+    *,
+    fuse_gelus: bool = True,
+    disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS,
+) -> tuple[ort.InferenceSession, Rewrites]:
     """The session for `model_path` and what was rewritten in its graph.
 
     The keyword arguments exist to measure each change undone (`python -m bench.ort_options`);
     the appliance serves the defaults.
     """
     proto = onnx.load(str(model_path), load_external_data=False)
-    rewrites = Rewrites(nan_guards=strip_softmax_nan_guards(proto),
-                        erf_gelus=fuse_erf_gelus(proto) if fuse_gelus else 0)
+    rewrites = Rewrites(
+        nan_guards=strip_softmax_nan_guards(proto), erf_gelus=fuse_erf_gelus(proto) if fuse_gelus else 0
+    )
     disabled = list(disabled_optimizers)
     if not rewrites:
         del proto
-        return ort.InferenceSession(str(model_path), options, providers=PROVIDERS,
-                                    disabled_optimizers=disabled), rewrites
+        return ort.InferenceSession(
+            str(model_path), options, providers=PROVIDERS, disabled_optimizers=disabled
+        ), rewrites
     options.add_session_config_entry(_EXTERNAL_FOLDER, str(Path(model_path).parent))
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=PROVIDERS,
-                                disabled_optimizers=disabled), rewrites
+    return ort.InferenceSession(
+        proto.SerializeToString(), options, providers=PROVIDERS, disabled_optimizers=disabled
+    ), rewrites
 
 
 def strip_softmax_nan_guards(model: onnx.ModelProto) -> int:
@@ -96,8 +99,14 @@ def strip_softmax_nan_guards(model: onnx.ModelProto) -> int:
             continue
         condition, fill, value = node.input
         isnan, softmax = producer.get(condition), producer.get(value)
-        if (isnan is None or isnan.op_type != "IsNaN" or list(isnan.input) != [value]
-                or softmax is None or softmax.op_type != "Softmax" or not _is_zero(fill, producer, constants)):
+        if (
+            isnan is None
+            or isnan.op_type != "IsNaN"
+            or list(isnan.input) != [value]
+            or softmax is None
+            or softmax.op_type != "Softmax"
+            or not _is_zero(fill, producer, constants)
+        ):
             continue
         replace[node.output[0]] = value
         dropped.add(id(node))
@@ -146,8 +155,12 @@ def fuse_erf_gelus(model: onnx.ModelProto) -> int:
     fused: dict[int, onnx.NodeProto | None] = {}  # id(node) -> its replacement (None: dropped)
     for erf in [n for n in graph.node if n.op_type == "Erf"]:
         div = producer.get(erf.input[0])
-        if (div is None or div.op_type != "Div" or not _near(scalar(div.input[1]), math.sqrt(2.0))
-                or _tensor(div.input[1], producer, constants).data_type != onnx.TensorProto.FLOAT):
+        if (
+            div is None
+            or div.op_type != "Div"
+            or not _near(scalar(div.input[1]), math.sqrt(2.0))
+            or _tensor(div.input[1], producer, constants).data_type != onnx.TensorProto.FLOAT
+        ):
             continue  # com.microsoft.Gelu has a float kernel on CPU, not float16
         x = div.input[0]
         if only_next(div, "Erf") is None:  # its one reader, so `erf` itself
@@ -161,16 +174,18 @@ def fuse_erf_gelus(model: onnx.ModelProto) -> int:
         times_x = only_next(half, "Mul")
         if times_x is None or other(times_x, half.output[0]) != x:
             continue
-        gelu = onnx.helper.make_node("Gelu", [x], [times_x.output[0]], domain="com.microsoft",
-                                     name=f"{times_x.name or times_x.output[0]}/gelu")
+        gelu = onnx.helper.make_node(
+            "Gelu", [x], [times_x.output[0]], domain="com.microsoft", name=f"{times_x.name or times_x.output[0]}/gelu"
+        )
         fused.update({id(div): None, id(erf): None, id(add): None, id(half): None, id(times_x): gelu})
     if not fused:
         return 0
     dropped_inputs = {name for node in graph.node if fused.get(id(node), node) is not node for name in node.input}
     kept = [node for node in (fused.get(id(node), node) for node in graph.node) if node is not None]
     # The dropped ops' own constants (sqrt 2, 1, 0.5) go too: ONNX Runtime warns about unused ones.
-    orphans = dropped_inputs - {name for node in kept for name in node.input} - protected \
-        - {i.name for i in graph.input}
+    orphans = (
+        dropped_inputs - {name for node in kept for name in node.input} - protected - {i.name for i in graph.input}
+    )
     kept = [node for node in kept if not (node.op_type == "Constant" and node.output[0] in orphans)]
     del graph.node[:]
     graph.node.extend(kept)

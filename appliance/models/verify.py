@@ -45,8 +45,10 @@ class Problem:
 def fetch_fix(folder: Path, name: str) -> str:
     """The remedy for a missing or broken file: the download command, or where to copy it from."""
     where = f"{REPO_URL}/resolve/main/onnx/{name}" if name in _IN_ONNX_FOLDER else f"{REPO_URL}/resolve/main/{name}"
-    return (f"run `appliance download jinaai/jina-embeddings-v3 --to {folder}` (fetches only what is missing "
-            f"or wrong), or download {where} and save it as {folder / name}")
+    return (
+        f"run `appliance download jinaai/jina-embeddings-v3 --to {folder}` (fetches only what is missing "
+        f"or wrong), or download {where} and save it as {folder / name}"
+    )
 
 
 def verify_folder(folder: Path) -> tuple[list[Problem], str]:
@@ -71,12 +73,19 @@ def _missing(folder: Path) -> list[Problem]:
             continue
         misplaced = next((p for p in (folder / "onnx" / name, folder / "1" / name) if p.is_file()), None)
         if misplaced is not None:
-            problems.append(Problem(f"{name} is at {misplaced}, not in {folder}",
-                                    f"move it: mv {misplaced} {folder / name} (the folder is flat)"))
+            problems.append(
+                Problem(
+                    f"{name} is at {misplaced}, not in {folder}",
+                    f"move it: mv {misplaced} {folder / name} (the folder is flat)",
+                )
+            )
         elif name == "model.onnx_data":
-            problems.append(Problem(
-                f"missing {folder / name}: the 2.3 GB weights model.onnx refers to (the graph alone is useless)",
-                fetch_fix(folder, name)))
+            problems.append(
+                Problem(
+                    f"missing {folder / name}: the 2.3 GB weights model.onnx refers to (the graph alone is useless)",
+                    fetch_fix(folder, name),
+                )
+            )
         else:
             problems.append(Problem(f"missing {folder / name}", fetch_fix(folder, name)))
     return problems
@@ -90,11 +99,19 @@ def _content(folder: Path, name: str) -> list[Problem]:
     if size == 0:
         return [Problem(f"{path} is empty", fetch_fix(folder, name))]
     if head.startswith(_LFS_POINTER):
-        return [Problem(f"{path} is a Git LFS pointer ({size} bytes), not the file itself",
-                        f"`git lfs pull` in the clone, or {fetch_fix(folder, name)}")]
+        return [
+            Problem(
+                f"{path} is a Git LFS pointer ({size} bytes), not the file itself",
+                f"`git lfs pull` in the clone, or {fetch_fix(folder, name)}",
+            )
+        ]
     if head.lstrip().lower().startswith(_WEB_PAGE):
-        return [Problem(f"{path} is a web page ({size} bytes), not the file (the page was saved, not the file)",
-                        fetch_fix(folder, name))]
+        return [
+            Problem(
+                f"{path} is a web page ({size} bytes), not the file (the page was saved, not the file)",
+                fetch_fix(folder, name),
+            )
+        ]
     if name.endswith(".json"):
         return _json(folder, name)
     return []
@@ -109,16 +126,19 @@ def _json(folder: Path, name: str) -> list[Problem]:
     if not isinstance(data, dict):
         return [Problem(f"{path} is not a JSON object", fetch_fix(folder, name))]
     if name == "config.json" and not data.get("lora_adaptations"):
-        return [Problem(f"{path} has no `lora_adaptations`: not jina-embeddings-v3's config.json",
-                        fetch_fix(folder, name))]
+        return [
+            Problem(f"{path} has no `lora_adaptations`: not jina-embeddings-v3's config.json", fetch_fix(folder, name))
+        ]
     return []
 
 
 def _structure_fix(folder: Path, problem: str) -> str:
     if "truncated" in problem or "missing file" in problem:
         return fetch_fix(folder, "model.onnx_data") + " (an interrupted download leaves it short)"
-    return (f"model.onnx is not jina-embeddings-v3's fp32 ONNX export: take onnx/model.onnx and "
-            f"onnx/model.onnx_data from {REPO_URL}/tree/main/onnx")
+    return (
+        f"model.onnx is not jina-embeddings-v3's fp32 ONNX export: take onnx/model.onnx and "
+        f"onnx/model.onnx_data from {REPO_URL}/tree/main/onnx"
+    )
 
 
 def _load_and_run(folder: Path, info: ModelInfo) -> tuple[list[Problem], str]:
@@ -132,28 +152,41 @@ def _load_and_run(folder: Path, info: ModelInfo) -> tuple[list[Problem], str]:
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         ids = tokenizer.encode(_PROBE_TEXT).ids
     except Exception as exc:  # noqa: BLE001 -- tokenizers raises a bare Exception for a malformed file
-        problems.append(Problem(f"{folder / 'tokenizer.json'} does not load: {first_line(exc)}",
-                                fetch_fix(folder, "tokenizer.json")))
+        problems.append(
+            Problem(
+                f"{folder / 'tokenizer.json'} does not load: {first_line(exc)}", fetch_fix(folder, "tokenizer.json")
+            )
+        )
         ids = []
     if ids and info.vocab_size and max(ids) >= info.vocab_size:
-        problems.append(Problem(f"tokenizer.json yields id {max(ids)}, but config.json's vocab_size is "
-                                f"{info.vocab_size}: tokenizer and model come from different models",
-                                "take tokenizer.json and config.json from the same model page"))
+        problems.append(
+            Problem(
+                f"tokenizer.json yields id {max(ids)}, but config.json's vocab_size is "
+                f"{info.vocab_size}: tokenizer and model come from different models",
+                "take tokenizer.json and config.json from the same model page",
+            )
+        )
     options = ort.SessionOptions()
     options.log_severity_level = 3  # a load error is reported below; ORT's own log would repeat it
     try:
         session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 -- onnxruntime raises its own types, no common base
-        problems.append(Problem(f"ONNX Runtime cannot load {folder / 'model.onnx'} with its weights: "
-                                f"{first_line(exc)}", _structure_fix(folder, "")))
+        problems.append(
+            Problem(
+                f"ONNX Runtime cannot load {folder / 'model.onnx'} with its weights: {first_line(exc)}",
+                _structure_fix(folder, ""),
+            )
+        )
         return problems, ""
     if problems:
         return problems, ""
     feeds = {
         "input_ids": np.array([ids], dtype=np.int64),
         "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
-        "task_id": np.array(info.lora_adaptations.index("text-matching")
-                            if "text-matching" in info.lora_adaptations else 0, dtype=np.int64),
+        "task_id": np.array(
+            info.lora_adaptations.index("text-matching") if "text-matching" in info.lora_adaptations else 0,
+            dtype=np.int64,
+        ),
     }
     try:
         (out,) = session.run([JINA_OUTPUT], feeds)
@@ -161,13 +194,19 @@ def _load_and_run(folder: Path, info: ModelInfo) -> tuple[list[Problem], str]:
         return [Problem(f"model.onnx fails on a short text: {first_line(exc)}", _structure_fix(folder, ""))], ""
     expected = (1, len(ids), info.hidden_size)
     if tuple(out.shape) != expected or not np.isfinite(out).all():
-        return [Problem(f"{JINA_OUTPUT} for a short text has shape {list(out.shape)} (finite: "
-                        f"{bool(np.isfinite(out).all())}), expected {list(expected)}, finite",
-                        _structure_fix(folder, ""))], ""
+        return [
+            Problem(
+                f"{JINA_OUTPUT} for a short text has shape {list(out.shape)} (finite: "
+                f"{bool(np.isfinite(out).all())}), expected {list(expected)}, finite",
+                _structure_fix(folder, ""),
+            )
+        ], ""
     size = sum((folder / name).stat().st_size for name in JINA_FILES)
-    summary = (f"{folder}: six files, {human_size(size)}; ONNX Runtime loads the graph with its weights; "
-               f"`{_PROBE_TEXT}` -> {len(ids)} tokens -> {JINA_OUTPUT} {list(out.shape)}; "
-               f"tasks {', '.join(info.lora_adaptations)}")
+    summary = (
+        f"{folder}: six files, {human_size(size)}; ONNX Runtime loads the graph with its weights; "
+        f"`{_PROBE_TEXT}` -> {len(ids)} tokens -> {JINA_OUTPUT} {list(out.shape)}; "
+        f"tasks {', '.join(info.lora_adaptations)}"
+    )
     return [], summary
 
 

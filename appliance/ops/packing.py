@@ -11,16 +11,21 @@ MIN_ROW_FILL = 0.9  # a row shorter than this share of its run's longest row sta
 ROW_SLACK = 8  # ...unless it is within this many tokens of it (short queries stay together)
 
 
-def pack_by_length(lengths: Sequence[int], max_batch_tokens: int, max_rows: int, *,
-                   min_fill: float = MIN_ROW_FILL, slack: int = ROW_SLACK) -> list[list[int]]:
+def pack_by_length(
+    lengths: Sequence[int],
+    max_batch_tokens: int,
+    max_rows: int,
+    *,
+    min_fill: float = MIN_ROW_FILL,
+    slack: int = ROW_SLACK,
+) -> list[list[int]]:
     """Group sequence indices into runs that are cheap to compute together.
 
     Sorted longest-first, so every run is padded only to its own first row. A run is closed when
     the next row would break the token budget (rows x longest) or the row limit, or is much
     shorter than the run's longest row: a 2,000-token document is never padded together with
     short queries (attention makes that padding quadratic). Per-row, not per-run, so runs of
-    short queries are not split into many tiny ONNX Runtime calls (+12 % on all-MiniLM, measured
-    with bench/run.py against a cumulative-efficiency rule). A sequence longer than the budget
+    short queries are not split into many tiny ONNX Runtime calls (docs/performance.md). A sequence longer than the budget
     runs alone. `min_fill = 0` packs by budget and row limit only (the benchmark's plain baseline).
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])

@@ -55,7 +55,7 @@ class TritonBackend:
         try:
             result = await self.client.infer(model, inputs, OUTPUTS)
         except TritonError as exc:
-            raise backend_error(exc.message) from exc
+            raise backend_error(exc.status, exc.message) from exc
         except OSError as exc:  # Triton is down or restarting (refused, reset, closed mid-answer)
             raise BackendUnavailableError("the inference server is not reachable; retry shortly") from exc
         return cast(F32, result[EMBEDDING]), cast(F32, result[NORM])
@@ -76,13 +76,21 @@ class TritonBackend:
         await self.client.close()
 
 
-def backend_error(message: str) -> ApplianceError | RuntimeError:
-    """Triton's refusals -> what the client should do: back off (429) or retry later (503)."""
-    if "maximum queue size" in message:
+def backend_error(status: int, message: str) -> ApplianceError | RuntimeError:
+    """Triton's refusals -> what the client should do: back off (429) or retry later (503).
+
+    By HTTP status first (Triton answers 429 or 503 for a full queue, 503 for a queue timeout or an
+    unready model, 400/404 for a model it does not have loaded), then by Triton's message text where
+    one status stands for several causes.
+    """
+    text = message.lower()
+    if status == 429 or "maximum queue size" in text:
         return RateLimitError("the inference queue is full; retry shortly", code="overloaded")
-    if "timeout" in message.lower():
+    if status in (503, 504, 400, 404) and "timeout" in text:
         return BackendUnavailableError("the request waited too long in the inference queue; retry shortly")
-    if "unavailable" in message.lower() or "not ready" in message.lower() or "not found" in message.lower():
+    if status in (503, 404) or (
+        status == 400 and ("not ready" in text or "not found" in text or "unavailable" in text)
+    ):
         return BackendUnavailableError("the model is not loaded yet (starting or restarting); retry shortly")
     # Anything else is an inference failure we did not expect: a 500 whose details go to the log.
-    return RuntimeError(f"inference failed: {message}")
+    return RuntimeError(f"inference failed: HTTP {status}: {message}")

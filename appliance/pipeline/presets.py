@@ -52,8 +52,10 @@ def resolve(asked: Asked, preset: CompiledPreset | None) -> Resolved:
         task_param=param,
         dimensions=_fixed(preset, "dimensions", preset.dimensions, asked.dimensions, "dimensions"),
         normalized=_fixed(preset, "normalized", preset.normalized, asked.normalized, "normalized") is not False,
-        wire=cast(EmbeddingType, asked.embedding_type or preset.embedding_type or asked.encoding_format
-                  or preset.encoding_format or "float"),
+        wire=cast(
+            EmbeddingType,
+            asked.embedding_type or preset.embedding_type or asked.encoding_format or preset.encoding_format or "float",
+        ),
     )
 
 
@@ -63,12 +65,15 @@ def requested_task(task: str | None, input_type: str | None) -> tuple[str | None
         return task, "task"
     if input_type not in INPUT_TYPES:
         accepted = ", ".join(f"`{k}`" for k in INPUT_TYPES)
-        raise InvalidRequestError(f"unknown input_type `{input_type}`; accepted values: {accepted} "
-                                  "(or send `task`)", param="input_type")
+        raise InvalidRequestError(
+            f"unknown input_type `{input_type}`; accepted values: {accepted} (or send `task`)", param="input_type"
+        )
     mapped = INPUT_TYPES[input_type]
     if task is not None and task != mapped:
-        raise InvalidRequestError(f"task `{task}` and input_type `{input_type}` (= task `{mapped}`) disagree; "
-                                  "send one of them", param="input_type")
+        raise InvalidRequestError(
+            f"task `{task}` and input_type `{input_type}` (= task `{mapped}`) disagree; send one of them",
+            param="input_type",
+        )
     return mapped, "task" if task is not None else "input_type"
 
 
@@ -77,7 +82,9 @@ def _fixed(preset: CompiledPreset, field: str, fixed: V | None, asked: V | None,
         return fixed if fixed is not None else asked
     raise InvalidRequestError(
         f"model `{preset.name}` is `{preset.model}` with {field} = {_show(fixed)}; the request asks "
-        f"{param} = {_show(asked)}: drop `{param}`, or send model `{preset.model}`", param=param)
+        f"{param} = {_show(asked)}: drop `{param}`, or send model `{preset.model}`",
+        param=param,
+    )
 
 
 def _show(value: object) -> str:

@@ -77,8 +77,9 @@ class ModelPipeline:
         if task is None:
             return model.default_task
         if task not in model.tasks:
-            raise InvalidRequestError(f"task `{task}` is not served by `{model.name}`; use one of: "
-                                      f"{', '.join(model.tasks)}", param=param)
+            raise InvalidRequestError(
+                f"task `{task}` is not served by `{model.name}`; use one of: {', '.join(model.tasks)}", param=param
+            )
         return task
 
     def resolve_dimensions(self, dimensions: int | None) -> int:

@@ -34,8 +34,7 @@ class LateChunkPlan:
 class TextEncoder:
     """Tokenization for one model."""
 
-    def __init__(self, tokenizer_path: Path, *, instructions: dict[str, str], max_tokens: int,
-                 vocab_size: int) -> None:
+    def __init__(self, tokenizer_path: Path, *, instructions: dict[str, str], max_tokens: int, vocab_size: int) -> None:
         self.tokenizer = load_tokenizer(tokenizer_path)
         self.instructions = instructions
         self.max_tokens = max_tokens
@@ -89,7 +88,8 @@ class TextEncoder:
                         f"{param} has {len(tokens)} token ids, more than this model's limit of {self.max_ids} "
                         f"per sequence ({self.max_tokens} content tokens and {self.max_ids - self.max_tokens} "
                         "special ones); shorten it, or send `truncate: true` to keep the first ones",
-                        param=param, code="context_length_exceeded",
+                        param=param,
+                        code="context_length_exceeded",
                     )
                 tokens = tokens[: self.max_ids]
             out.append(tokens)
@@ -100,7 +100,8 @@ class TextEncoder:
             if not 0 <= token < self.vocab_size:
                 raise InvalidRequestError(
                     f"{param}[{position}] = {token} is not a token id of this model (0..{self.vocab_size - 1})",
-                    param=param, code="invalid_token_id",
+                    param=param,
+                    code="invalid_token_id",
                 )
 
     def content_ids(self, texts: list[str]) -> list[list[int]]:
@@ -134,21 +135,25 @@ class TextEncoder:
             )
         return LateChunkPlan(ids=ids, spans=spans)
 
-    def pieces(self, texts: list[str], task: str | None, *,
-               add_special_tokens: bool = True) -> list[list[TokenPiece]]:
+    def pieces(self, texts: list[str], task: str | None, *, add_special_tokens: bool = True) -> list[list[TokenPiece]]:
         """What /tokenize shows: the same prefixing as the embedding path (and its special tokens)."""
         prefix = self.instruction(task)
         out = []
         for encoding in self.tokenizer.encode_batch([prefix + t for t in texts], add_special_tokens=add_special_tokens):
-            out.append([
-                TokenPiece(
-                    id=i, text=tok, special=bool(special),
-                    start=None if special else start, stop=None if special else stop,
-                )
-                for i, tok, special, (start, stop) in zip(
-                    encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets
-                )
-            ])
+            out.append(
+                [
+                    TokenPiece(
+                        id=i,
+                        text=tok,
+                        special=bool(special),
+                        start=None if special else start,
+                        stop=None if special else stop,
+                    )
+                    for i, tok, special, (start, stop) in zip(
+                        encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets
+                    )
+                ]
+            )
         return out
 
     def _fit(self, index: int, ids: list[int], truncate: bool) -> list[int]:
@@ -157,7 +162,7 @@ class TextEncoder:
         if content <= self.max_tokens:
             return ids
         if truncate:
-            return [*ids[: len(self.head) + self.max_tokens], *ids[len(ids) - len(self.tail):]]
+            return [*ids[: len(self.head) + self.max_tokens], *ids[len(ids) - len(self.tail) :]]
         raise InvalidRequestError(
             f"input[{index}] has {content} tokens, more than this model's limit of {self.max_tokens}; "
             "shorten it, or send `truncate: true` to cut it",

@@ -2,8 +2,8 @@
 
 This is the hot path's one network hop, so it is kept lean: asyncio's transport plus httptools (the
 HTTP parser uvicorn runs on), a JSON header by msgspec and the tensors as raw bytes (Triton's binary
-tensor extension). tritonclient's asyncio client, over aiohttp, cost 0.4-1.2 ms of client CPU per
-call on one short query; this costs 0.22-0.3 ms (`python -m bench.triton_hop`; docs/performance.md).
+tensor extension): about a quarter of tritonclient's client CPU per call (`python -m bench.triton_hop`;
+docs/performance.md, "Triton hop").
 It speaks only what the gateway needs: `POST /v2/models/<m>/infer` and the two readiness `GET`s.
 """
 
@@ -133,23 +133,31 @@ class TritonHTTP:
         self, model: str, inputs: Sequence[tuple[str, npt.NDArray[np.generic]]], outputs: Sequence[str]
     ) -> dict[str, npt.NDArray[np.generic]]:
         """One inference call with binary tensors both ways; returns the named outputs."""
-        header = _encode({
-            "inputs": [
-                {"name": name, "shape": list(array.shape), "datatype": DATATYPES[array.dtype],
-                 "parameters": {"binary_data_size": array.nbytes}}
-                for name, array in inputs
-            ],
-            "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in outputs],
-        })
+        header = _encode(
+            {
+                "inputs": [
+                    {
+                        "name": name,
+                        "shape": list(array.shape),
+                        "datatype": DATATYPES[array.dtype],
+                        "parameters": {"binary_data_size": array.nbytes},
+                    }
+                    for name, array in inputs
+                ],
+                "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in outputs],
+            }
+        )
         body = [header, *(array.tobytes() for _, array in inputs)]  # C order, whatever the strides
         size = sum(len(part) for part in body)
-        request = b"".join([
-            b"POST /v2/models/%s/infer HTTP/1.1\r\n" % _segment(model),
-            self._host_header,
-            b"Content-Type: application/octet-stream\r\n"
-            b"Inference-Header-Content-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(header), size),
-            *body,
-        ])
+        request = b"".join(
+            [
+                b"POST /v2/models/%s/infer HTTP/1.1\r\n" % _segment(model),
+                self._host_header,
+                b"Content-Type: application/octet-stream\r\n"
+                b"Inference-Header-Content-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(header), size),
+                *body,
+            ]
+        )
         status, headers, raw = await self._call(request)
         if status != 200:
             raise TritonError(status, _error_text(raw))
@@ -210,9 +218,7 @@ def _parse_outputs(headers: dict[bytes, bytes], raw: bytes) -> dict[str, npt.NDA
         size = output.parameters.binary_data_size
         if output.datatype not in DTYPES or size == 0:
             raise ConnectionError(f"the inference server sent output {output.name!r} as JSON or {output.datatype}")
-        arrays[output.name] = np.frombuffer(view[offset : offset + size], DTYPES[output.datatype]).reshape(
-            output.shape
-        )
+        arrays[output.name] = np.frombuffer(view[offset : offset + size], DTYPES[output.datatype]).reshape(output.shape)
         offset += size
     return arrays
 

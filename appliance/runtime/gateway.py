@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 import uvicorn
 
+from appliance.gateway.app import create_app
 from appliance.settings import read_compiled
 
 
@@ -31,11 +31,9 @@ def main() -> None:
     parser.add_argument("--runtime-dir", type=Path, required=True)
     args = parser.parse_args()
     settings = read_compiled(args.runtime_dir).gateway
-    os.environ["EMBED_RUNTIME_DIR"] = str(args.runtime_dir)
     configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
-        "appliance.gateway.app:create_app_from_env",
-        factory=True,
+        create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

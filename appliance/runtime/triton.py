@@ -21,9 +21,8 @@ import urllib.request
 from pathlib import Path
 
 import appliance
-from appliance.settings import TritonSettings, read_compiled
-
-EXIT_LOAD_FAILED = 78  # EX_CONFIG
+from appliance.runtime.exitcodes import MODELS_FAILED
+from appliance.settings import TritonSettings, client_host, read_compiled
 
 
 def pytriton_root() -> Path:
@@ -60,7 +59,10 @@ def triton_command(settings: TritonSettings, backends: Path, shm_prefix: str) ->
     host = settings.host
     cache = []
     if settings.cache_size_bytes:
-        cache = [f"--cache-directory={pytriton_root() / 'caches'}", f"--cache-config=local,size={settings.cache_size_bytes}"]
+        cache = [
+            f"--cache-directory={pytriton_root() / 'caches'}",
+            f"--cache-config=local,size={settings.cache_size_bytes}",
+        ]
     return [
         str(pytriton_root() / "bin" / "tritonserver"),
         f"--model-repository={settings.model_repository}",
@@ -82,7 +84,7 @@ def triton_command(settings: TritonSettings, backends: Path, shm_prefix: str) ->
 
 
 def _is_ready(settings: TritonSettings) -> bool:
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+    host = client_host(settings.host)
     try:
         with urllib.request.urlopen(f"http://{host}:{settings.http_port}/v2/health/ready", timeout=1) as r:
             return bool(r.status == 200)
@@ -106,9 +108,7 @@ def run(runtime_dir: Path) -> int:
     shm_prefix = f"embed{os.getpid()}_"
     # Its own process group: after tritonserver dies (kill -9), its Python-backend stubs would be
     # orphaned, holding the model's memory; the group lets us end them too.
-    child = subprocess.Popen(
-        triton_command(settings, backends, shm_prefix), env=triton_environment(), process_group=0
-    )
+    child = subprocess.Popen(triton_command(settings, backends, shm_prefix), env=triton_environment(), process_group=0)
 
     stopping = False
 
@@ -135,7 +135,7 @@ def run(runtime_dir: Path) -> int:
             file=sys.stderr,
             flush=True,
         )
-        return EXIT_LOAD_FAILED
+        return MODELS_FAILED
     return code if code > 0 else (1 if code < 0 else 0)
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from pathlib import Path
 
+from appliance.env import EmbedEnv
+from appliance.runtime.exitcodes import MODELS_FAILED
 from appliance.runtime.supervise import FATAL_MARKER
-from appliance.runtime.triton import EXIT_LOAD_FAILED
 
 
 def _parse(line: str) -> dict[str, str]:
@@ -23,14 +23,11 @@ def _parse(line: str) -> dict[str, str]:
 def should_stop(event: str, payload: dict[str, str]) -> bool:
     if event == "PROCESS_STATE_FATAL":
         return True
-    return (
-        event == "PROCESS_STATE_EXITED"
-        and payload.get("processname") == "triton"
-        and payload.get("expected") == "1"
-    )
+    return event == "PROCESS_STATE_EXITED" and payload.get("processname") == "triton" and payload.get("expected") == "1"
 
 
 def main() -> None:
+    runtime = EmbedEnv().runtime_dir
     while True:
         sys.stdout.write("READY\n")
         sys.stdout.flush()
@@ -39,13 +36,12 @@ def main() -> None:
         if should_stop(header["eventname"], payload):
             reason = (
                 f"{payload.get('processname')} cannot run ({header['eventname']}; exit code "
-                f"{EXIT_LOAD_FAILED} means the models failed to load). The reason is in the log above."
+                f"{MODELS_FAILED} means the models failed to load). The reason is in the log above."
             )
             sys.stderr.write(f"appliance: {reason} Stopping.\n")
             sys.stderr.flush()
-            runtime = os.environ.get("EMBED_RUNTIME_DIR")
             if runtime:
-                (Path(runtime) / FATAL_MARKER).write_text(reason + "\n")
+                (runtime / FATAL_MARKER).write_text(reason + "\n")
             os.kill(os.getppid(), signal.SIGTERM)
         sys.stdout.write("RESULT 2\nOK")
         sys.stdout.flush()

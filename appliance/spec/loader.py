@@ -25,7 +25,9 @@ def load_spec(path: Path) -> EmbedSpec:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError("(file)", f"{path} does not exist", "pass --config with the path of your embed.toml") from None
+        raise ConfigError(
+            "(file)", f"{path} does not exist", "pass --config with the path of your embed.toml"
+        ) from None
     return parse_spec(text, source=str(path))
 
 
@@ -34,7 +36,9 @@ def parse_spec(text: str, *, source: str = "embed.toml") -> EmbedSpec:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("(syntax)", f"{source} is not valid TOML: {exc}", "fix the TOML syntax at that line") from None
+        raise ConfigError(
+            "(syntax)", f"{source} is not valid TOML: {exc}", "fix the TOML syntax at that line"
+        ) from None
     try:
         spec = msgspec.convert(raw, EmbedSpec)
     except msgspec.ValidationError as exc:
@@ -49,8 +53,11 @@ def _config_error(message: str) -> ConfigError:
     if unknown := _UNKNOWN_RE.match(detail):
         key = _join(where, unknown.group("field"))
         if where.startswith("models[") and unknown.group("field") == "quantize":
-            return ConfigError(key, "`quantize` was replaced by `precision`",
-                               'write precision = "int8" instead (quantize = "none" is precision = "fp32")')
+            return ConfigError(
+                key,
+                "`quantize` was replaced by `precision`",
+                'write precision = "int8" instead (quantize = "none" is precision = "fp32")',
+            )
         valid = ", ".join(_fields_at(where))
         return ConfigError(key, "unknown key", f"remove it or correct its spelling; valid keys here: {valid}")
     if missing := _MISSING_RE.match(detail):
@@ -88,7 +95,9 @@ def _check_cross_fields(spec: EmbedSpec) -> None:
     seen: set[str] = set()
     for i, model in enumerate(spec.models):
         if model.name in seen:
-            raise ConfigError(f"models[{i}].name", f"`{model.name}` is declared twice", "give every model a unique name")
+            raise ConfigError(
+                f"models[{i}].name", f"`{model.name}` is declared twice", "give every model a unique name"
+            )
         seen.add(model.name)
     batching = spec.batching
     for size in batching.preferred_batch_sizes:
@@ -120,7 +129,7 @@ def _check_keys(keys: list[ApiKeySpec]) -> None:
             raise ConfigError(
                 f"auth.keys[{i}]",
                 f"key `{entry.name}` sets {', '.join(given) or 'none'} of sha256/env/key",
-                "set exactly one: sha256 = \"<hex digest>\" (recommended), env = \"VAR_NAME\", or key = \"plaintext\"",
+                'set exactly one: sha256 = "<hex digest>" (recommended), env = "VAR_NAME", or key = "plaintext"',
             )
         if entry.name in names:
             raise ConfigError(f"auth.keys[{i}].name", f"`{entry.name}` is used twice", "give every key a unique name")

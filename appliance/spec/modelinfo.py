@@ -42,10 +42,20 @@ class ModelFolderError(Exception):
 
 
 # Ops of a graph that is already quantized (ONNX Runtime's dynamic int8, QDQ or QOperator files).
-QUANTIZED_OPS = frozenset({
-    "MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "ConvInteger", "QLinearConv",
-    "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QuantizeLinear", "DequantizeLinear", "QAttention",
-})
+QUANTIZED_OPS = frozenset(
+    {
+        "MatMulInteger",
+        "DynamicQuantizeLinear",
+        "QLinearMatMul",
+        "ConvInteger",
+        "QLinearConv",
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "QAttention",
+    }
+)
 
 
 # ...or weights stored as int8 and cast up at run time (the demo's all-MiniLM file).
@@ -112,17 +122,18 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def tensor_signature(values: Any) -> dict[str, tuple[int, list[int | str]]]:
+    """A graph's inputs or outputs, in order: name -> (ONNX element type, dims; symbolic dims by name)."""
+    out: dict[str, tuple[int, list[int | str]]] = {}
+    for v in values:
+        t = v.type.tensor_type
+        out[v.name] = (t.elem_type, [d.dim_param or d.dim_value for d in t.shape.dim])
+    return out
+
+
 def read_onnx_interface(model_path: Path) -> OnnxInterface:
     """The graph's inputs/outputs and the external-data bytes each file must hold."""
     proto = onnx.load(str(model_path), load_external_data=False)
-
-    def describe(values: Any) -> dict[str, tuple[int, list[int | str]]]:
-        out: dict[str, tuple[int, list[int | str]]] = {}
-        for v in values:
-            t = v.type.tensor_type
-            dims: list[int | str] = [d.dim_param or d.dim_value for d in t.shape.dim]
-            out[v.name] = (t.elem_type, dims)
-        return out
 
     needed: dict[str, int] = {}
     for tensor in _all_initializers(proto.graph):
@@ -133,7 +144,7 @@ def read_onnx_interface(model_path: Path) -> OnnxInterface:
     quantized = any(node.op_type in QUANTIZED_OPS for node in proto.graph.node) or any(
         t.data_type in _INT8_TYPES and math.prod(t.dims) >= _WEIGHT_MIN_ELEMENTS for t in proto.graph.initializer
     )
-    return OnnxInterface(describe(proto.graph.input), describe(proto.graph.output), needed, quantized)
+    return OnnxInterface(tensor_signature(proto.graph.input), tensor_signature(proto.graph.output), needed, quantized)
 
 
 def _all_initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
@@ -165,7 +176,7 @@ def inspect_model_folder(folder: Path, kind: ModelKind | None) -> ModelInfo:
     problems: list[str] = []
     try:
         iface = read_onnx_interface(folder / "model.onnx")
-    except Exception as exc:  # onnx raises several unrelated types for a corrupt file
+    except Exception as exc:  # noqa: BLE001 -- onnx raises several unrelated types for a corrupt file
         raise ModelFolderError([f"{folder / 'model.onnx'} is not a readable ONNX model: {exc}"], kind) from None
     truncated = False
     for location, size in iface.external_files.items():

@@ -88,9 +88,8 @@ class BatchingSpec(Base, frozen=True):
     preferred_batch_sizes: list[PositiveInt] = []
     # 0: no waiting at idle; under load requests queue while the instance is busy and are batched anyway.
     max_queue_delay_us: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
-    # Padded tokens per engine run; unset = the measured best per engine: 1024 for ONNX Runtime
-    # (small runs stay in cache: e5-small-jina int8 8,062 vs 6,168 tok/s at 16384) and 2048 for
-    # OpenVINO (fewer runs: each new shape costs it a few ms; +8-15 % at 8 x 16 and 64 x 4).
+    # Padded tokens per engine run; unset = the measured best per engine: 1024 for ONNX Runtime,
+    # 2048 for OpenVINO (docs/performance.md, "Decisions").
     max_batch_tokens: Annotated[int, msgspec.Meta(ge=16)] | None = None
 
 

@@ -279,18 +279,14 @@ class _GraphBuilder:
         if name not in self._consts:
             self._consts.add(name)
             tensor = numpy_helper.from_array(np.asarray(array), name)
-            self.nodes.append(
-                helper.make_node("Constant", [], [name], name=f"Constant_{name}", value=tensor)
-            )
+            self.nodes.append(helper.make_node("Constant", [], [name], name=f"Constant_{name}", value=tensor))
         return name
 
     def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs: Any) -> str:
         """Append a single-output node and return its output name."""
         self._count += 1
         output = out or f"{op_type.lower()}_{self._count}"
-        node = helper.make_node(
-            op_type, list(inputs), [output], name=f"{op_type}_{self._count}", **attrs
-        )
+        node = helper.make_node(op_type, list(inputs), [output], name=f"{op_type}_{self._count}", **attrs)
         self.nodes.append(node)
         return output
 
@@ -317,9 +313,7 @@ def _layer_norm(g: _GraphBuilder, w: _Weights, x: str, prefix: str, hidden: int)
     return g.op("LayerNormalization", x, scale, bias, axis=-1, epsilon=1e-5)
 
 
-def _lora_linear(
-    g: _GraphBuilder, w: _Weights, x: str, task_id: str, prefix: str, hidden: int, lora: bool
-) -> str:
+def _lora_linear(g: _GraphBuilder, w: _Weights, x: str, task_id: str, prefix: str, hidden: int, lora: bool) -> str:
     """``x @ W + b`` plus, optionally, the task's low-rank update ``(x @ A[t]) @ B[t]``."""
     weight = g.init(f"{prefix}.weight", w.normal([hidden, hidden], 0.15))
     bias = g.init(f"{prefix}.bias", w.normal([hidden], 0.02))
@@ -335,9 +329,7 @@ def _lora_linear(
     return g.op("Add", y, delta)
 
 
-def _embeddings(
-    g: _GraphBuilder, w: _Weights, input_ids: str, task_id: str, vocab_size: int, hidden: int
-) -> str:
+def _embeddings(g: _GraphBuilder, w: _Weights, input_ids: str, task_id: str, vocab_size: int, hidden: int) -> str:
     """Word embeddings (+ per-task LoRA) + absolute position embeddings, then LayerNorm."""
     word_table = g.init("embeddings.word_embeddings.weight", w.normal([vocab_size, hidden], 0.2))
     words = g.op("Gather", word_table, input_ids, axis=0)
@@ -365,9 +357,7 @@ def _embeddings(
         seq_len,
         g.const("const.one", np.array(1, np.int64)),
     )
-    pos_table = g.init(
-        "embeddings.position_embeddings.weight", w.normal([MAX_POSITION_EMBEDDINGS, hidden], 0.1)
-    )
+    pos_table = g.init("embeddings.position_embeddings.weight", w.normal([MAX_POSITION_EMBEDDINGS, hidden], 0.1))
     summed = g.op("Add", words, g.op("Gather", pos_table, positions, axis=0))
     return _layer_norm(g, w, summed, "embeddings.LayerNorm", hidden)
 
@@ -452,9 +442,7 @@ def _decoy_pooler(g: _GraphBuilder, w: _Weights, x: str, hidden: int) -> None:
     g.op("Tanh", g.op("Add", g.op("MatMul", first, weight), bias), out=DECOY_OUTPUT)
 
 
-def build_onnx_model(
-    vocab_size: int, *, hidden: int, layers: int, heads: int, seed: int
-) -> onnx.ModelProto:
+def build_onnx_model(vocab_size: int, *, hidden: int, layers: int, heads: int, seed: int) -> onnx.ModelProto:
     """Build the jina-shaped encoder graph with random weights.
 
     Args:
@@ -593,9 +581,7 @@ def _tokenizer_config() -> dict[str, Any]:
 # --- public entry point ------------------------------------------------------
 
 
-def build_tiny_jina(
-    out_dir: Path, *, hidden: int = 64, layers: int = 2, heads: int = 4, seed: int = 0
-) -> Path:
+def build_tiny_jina(out_dir: Path, *, hidden: int = 64, layers: int = 2, heads: int = 4, seed: int = 0) -> Path:
     """Write the tiny jina-shaped model and its tokenizer files into ``out_dir``.
 
     Args:
@@ -631,9 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    out = build_tiny_jina(
-        args.out_dir, hidden=args.hidden, layers=args.layers, heads=args.heads, seed=args.seed
-    )
+    out = build_tiny_jina(args.out_dir, hidden=args.hidden, layers=args.layers, heads=args.heads, seed=args.seed)
     print(f"wrote {', '.join(OUTPUT_FILES)} to {out} in {time.perf_counter() - started:.2f}s")
     return 0
 

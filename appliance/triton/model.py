@@ -53,8 +53,8 @@ class TritonPythonModel:
         )
         pb_utils.Logger.log_info(f"{model_path}: {self.engine.detail}")
         self.metric_families, self.counters = _counters(config["name"])
-        # Counted by `execute`, sent to Triton by a thread of their own: each update is an IPC
-        # round trip (~0.08 ms), and four of them in `execute` were ~0.3 ms of every answer.
+        # Counted by `execute`, sent to Triton by a thread of their own: each update is an IPC round
+        # trip that would delay every answer (docs/performance.md, "Triton hop").
         self.pending = dict.fromkeys(self.counters, 0)
         self.pending_lock = threading.Lock()
         self.counted = threading.Event()
@@ -63,18 +63,11 @@ class TritonPythonModel:
         self.flusher.start()
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        """One response per request, returned; the counters are sent by `_flush_loop`.
-
-        Not sent through each request's response sender before `execute` ends: the client's
-        next request then reached Triton while this instance was still busy, and with a Triton
-        queue policy configured such a request could wait out the batcher's 500 ms idle sleep
-        (appliance/compile/pbtxt.py `queue_policy`). Nor are the counter updates made here:
-        MiniLM, one 10-token query, `execute` took 2.27-2.32 ms with them in a thread against
-        2.67-2.68 ms with them before the return.
-        """
+        """One response per request, returned (not sent), so the instance is free when the client's next
+        request arrives (appliance/compile/pbtxt.py `queue_policy`); `_flush_loop` sends the counters."""
         try:
             outputs = self._embed([self._read(r) for r in requests])
-        except Exception as exc:  # one response per request, the error inside it
+        except Exception as exc:  # noqa: BLE001 -- one response per request, the error inside it
             error = pb_utils.TritonError(f"inference failed: {type(exc).__name__}: {exc}")
             responses = [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
         else:
@@ -100,9 +93,12 @@ class TritonPythonModel:
         spans = None
         if spans_tensor is not None:
             spans = spans_tensor.as_numpy().reshape(-1, 2)
-            if ids.shape[0] != 1 or (spans[:, 0] < 0).any() or (spans[:, 1] <= spans[:, 0]).any() or (
-                spans[:, 1] > lengths[0]
-            ).any():
+            if (
+                ids.shape[0] != 1
+                or (spans[:, 0] < 0).any()
+                or (spans[:, 1] <= spans[:, 0]).any()
+                or (spans[:, 1] > lengths[0]).any()
+            ):
                 raise ValueError("SPANS must be [start, stop) pairs inside a single row")
         return ids, lengths, tasks, spans
 
@@ -128,8 +124,12 @@ class TritonPythonModel:
         ids, mask = pad_rows(sequences, self.pad_id)
         hidden = self.engine.run(ids, mask, task_id)  # jina's task_id: one 0-d scalar per run
         with self.pending_lock:
-            for name, value in (("runs", 1), ("rows", len(sequences)), ("real", int(mask.sum())),
-                                ("computed", mask.size)):
+            for name, value in (
+                ("runs", 1),
+                ("rows", len(sequences)),
+                ("real", int(mask.sum())),
+                ("computed", mask.size),
+            ):
                 self.pending[name] += value
         return hidden, mask
 

@@ -1,4 +1,4 @@
-"""The full embeddings API against the real stack (issue 3): every parameter, every refusal, every endpoint.
+"""The full embeddings API against the real stack: every parameter, every refusal, every endpoint.
 
 Two stacks from `tests.e2e.api_fixtures` (module-scoped): `api` (tiny-jina + minilm + tiny-plain from
 one embed.toml, behind a key) and `tight` (tight [limits], models with max_tokens = 16). Every
@@ -1135,7 +1135,7 @@ def test_the_property_strategy_reaches_successes_and_each_kind_of_refusal(
 
 
 # ================================================================================================
-# 13. Known gaps: each test names the product bug it catches (see the report); they fail until fixed
+# 13. Hostile bodies: each test names the failure it guards against (once a 500, now a 400)
 # ================================================================================================
 
 

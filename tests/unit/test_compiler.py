@@ -613,10 +613,12 @@ def test_relative_model_paths_resolve_against_embed_model_root_when_set(
 GOLDEN_CONFIGS = {
     "tiny-jina": (  # fp32 forced: `auto` depends on the CPU (tests/unit/test_engine_choice.py)
         "tiny_jina_dir",
-        'precision = "fp32"\n'
-        "[batching]\nmax_batch_size = 32\npreferred_batch_sizes = [8, 16]\n"
-        "max_queue_delay_us = 500\nmax_batch_tokens = 4096\n"
-        "[instances]\ncount = 2\nthreads = 1\n",
+        (
+            'precision = "fp32"\n'
+            "[batching]\nmax_batch_size = 32\npreferred_batch_sizes = [8, 16]\n"
+            "max_queue_delay_us = 500\nmax_batch_tokens = 4096\n"
+            "[instances]\ncount = 2\nthreads = 1\n"
+        ),
     ),
     "all-minilm": ("demo_model_dir", "[instances]\nthreads = 2\n"),
 }

@@ -27,6 +27,25 @@ def test_the_readme_shows_the_import_graph_as_it_is() -> None:
         [sys.executable, "scripts/import_graph.py"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    shown = re.search(r"```mermaid\n(.*?)```", readme, re.S)
+    shown = re.search(r"```mermaid\n(.*?)```", readme, re.DOTALL)
     assert shown is not None, "README.md has no ```mermaid block"
     assert shown.group(1) == generated, "README's import graph is stale: python scripts/import_graph.py"
+
+
+def test_every_module_of_the_appliance_sits_in_a_layer() -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from import_graph import layers
+    finally:
+        sys.path.pop(0)
+    placed = {m for layer in layers() for m in layer}
+    package = REPO / "appliance"
+    top = {
+        f"appliance.{p.stem}"
+        for p in package.iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())
+    }
+    top = (top - {"appliance.triton"}) | {
+        f"appliance.triton.{p.stem}" for p in (package / "triton").glob("*.py") if p.stem != "__init__"
+    }
+    assert top <= placed, f"not in any layer of pyproject.toml's import-linter contract: {sorted(top - placed)}"

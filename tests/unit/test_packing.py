@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def test_a_run_is_closed_only_when_the_next_row_would_not_fit_or_is_much_shorter
     lengths: list[int], budget: int, max_rows: int
 ) -> None:
     runs = pack_by_length(lengths, budget, max_rows)
-    for run, following in zip(runs, runs[1:], strict=False):
+    for run, following in itertools.pairwise(runs):
         longest, length = lengths[run[0]], lengths[following[0]]
         full = len(run) >= max_rows
         over_budget = (len(run) + 1) * longest > budget
