@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from appliance.testmodels.tiny_jina import build_tiny_jina
-
-REPO = Path(__file__).resolve().parent.parent
-TEST_ASSETS_TOOL = REPO.parent / "shared" / "tools" / "test-assets" / "test-assets"
+from harness.assets import shared_asset
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -40,18 +36,6 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from appliance.demo import lay_out_demo_model
 
     return lay_out_demo_model(tmp_path_factory.mktemp("demo") / "all-minilm-l6-v2")
-
-
-def shared_asset(name: str) -> Path:
-    """Build (or reuse, it is idempotent) one ../shared test asset; skip when ../shared is absent."""
-    if not TEST_ASSETS_TOOL.exists():
-        pytest.skip(f"../shared/tools/test-assets not found at {TEST_ASSETS_TOOL}: realistic-asset tests skipped")
-    cache = Path(os.environ.get("TEST_ASSETS_OUT", Path.home() / ".cache" / "embed-appliance-assets"))
-    out = cache / name
-    result = subprocess.run([sys.executable, str(TEST_ASSETS_TOOL), name, str(out)], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.fail(f"test-assets {name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-    return out
 
 
 @pytest.fixture(scope="session")

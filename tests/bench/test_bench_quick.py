@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, shared_asset
+from harness.assets import REPO, shared_asset
 
 pytestmark = [pytest.mark.bench, pytest.mark.e2e]
 
