@@ -10,7 +10,7 @@ from pathlib import Path
 
 import msgspec
 
-from appliance.spec.schema import ApiKeySpec, BatchingSpec, LimitsSpec, ModelKind
+from appliance.spec.schema import ApiKeySpec, BatchingSpec, LimitsSpec, ModelKind, RateLimitStoreSpec
 
 
 class Fidelity(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,6 +83,7 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     models: list[CompiledModel]
     presets: list[CompiledPreset] = []
     auth_keys: list[ApiKeySpec]
+    rate_limit_store: RateLimitStoreSpec | None = None
     limits: LimitsSpec
     batching: BatchingSpec
     instance_count: int

@@ -13,6 +13,8 @@ python=$(command -v python3.11 || command -v python3 || true)
 ldconfig -p 2>/dev/null | grep -q 'libpython3.11.so.1.0' || need_apt+=(libpython3.11)
 # The test extra drives Debian's chromium for /docs (tests/e2e/test_docs_browser.py); optional elsewhere.
 [[ "${EXTRAS:-}" == *test* && ! -x /usr/bin/chromium && $(id -u) -eq 0 ]] && need_apt+=(chromium)
+# ... and Debian's redis-server for limits shared by replicas (tests/e2e/test_shared_limits.py).
+[[ "${EXTRAS:-}" == *test* ]] && ! command -v redis-server >/dev/null && [[ $(id -u) -eq 0 ]] && need_apt+=(redis-server)
 if (( ${#need_apt[@]} )); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
         echo "install.sh: apt-get install ${need_apt[*]}"

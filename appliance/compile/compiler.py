@@ -32,7 +32,7 @@ from appliance.settings import (
     client_host,
     write_compiled,
 )
-from appliance.spec.keys import digest, resolve_keys
+from appliance.spec.keys import digest, resolve_keys, resolve_store_url
 from appliance.spec.loader import load_spec
 from appliance.spec.modelinfo import (
     ModelFolderError,
@@ -371,6 +371,7 @@ def compile_spec(
             models=models,
             presets=presets,
             auth_keys=[_hash_plaintext(k) for k in spec.auth.keys],
+            rate_limit_store=spec.auth.rate_limit_store,
             limits=spec.limits,
             batching=spec.batching,
             instance_count=instances.count,
@@ -509,6 +510,8 @@ def compile_file(config_path: Path, out: Path, env: EmbedEnv | None = None) -> C
     out.mkdir(parents=True, exist_ok=True)
     compiled = compile_spec(spec, config_path.resolve().parent, out, env=env)
     resolve_keys(spec.auth.keys)  # an env key that is not set stops start-up here, naming it
+    if spec.auth.rate_limit_store is not None:
+        resolve_store_url(spec.auth.rate_limit_store)  # likewise its URL: set, and a scheme we speak
     if not spec.auth.keys:
         log.warning(
             "embed.toml declares no [auth] keys: the API is open to anyone who can reach port %d", spec.server.port

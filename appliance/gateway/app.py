@@ -20,15 +20,17 @@ from appliance.gateway.errors import (
     handle_unexpected,
 )
 from appliance.gateway.headers import HeaderLimits
-from appliance.gateway.limits import ConcurrencyLimiter, KeyRateLimiter
+from appliance.gateway.limits import ConcurrencyLimiter, KeyLimits, KeyRateLimiter
 from appliance.gateway.metrics import GatewayMetrics
 from appliance.gateway.openapi import openapi_document
 from appliance.gateway.requestlog import RequestLog
 from appliance.gateway.routes import ROUTES, json_response
+from appliance.gateway.shared_limits import SharedKeyRateLimiter
 from appliance.gateway.state import AppState
 from appliance.pipeline.backend import EmbeddingBackend, TritonBackend
 from appliance.pipeline.service import ModelPipeline
 from appliance.settings import GatewaySettings
+from appliance.spec.keys import resolve_store_url
 
 log = logging.getLogger("appliance.gateway")
 
@@ -40,6 +42,8 @@ def create_app(settings: GatewaySettings, backend: EmbeddingBackend | None = Non
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         active = backend or TritonBackend(settings.triton_url)
         app.state.backend = active
+        if shared is not None:
+            await shared.start()
         app.state.pipelines = {
             m.name: ModelPipeline(m, active, settings.limits, max_rows=settings.batching.max_batch_size)
             for m in settings.models
@@ -59,13 +63,14 @@ def create_app(settings: GatewaySettings, backend: EmbeddingBackend | None = Non
     if keyring.open:
         log.warning("no API keys configured: /v1 endpoints are open")
     metrics = GatewayMetrics(settings.triton_metrics_url)
-    key_limits = KeyRateLimiter(
-        {
-            k.name: (k.requests_per_minute, k.tokens_per_minute)
-            for k in settings.auth_keys
-            if k.requests_per_minute or k.tokens_per_minute
-        }
-    )
+    per_key = {
+        k.name: (k.requests_per_minute, k.tokens_per_minute)
+        for k in settings.auth_keys
+        if k.requests_per_minute or k.tokens_per_minute
+    }
+    store = settings.rate_limit_store
+    shared = SharedKeyRateLimiter(resolve_store_url(store), per_key, store, metrics) if store else None
+    key_limits: KeyLimits = shared or KeyRateLimiter(per_key)
 
     def count_request(path: str, status: int, fields: dict[str, Any]) -> None:
         if path in ("/v1/embeddings", "/tokenize"):

@@ -8,9 +8,24 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from appliance.errors import RateLimitError
+
+
+class KeyLimits(Protocol):
+    """Per-key limits as the routes use them, wherever the windows live (this process, or Redis)."""
+
+    store: str  # "memory" or "redis", for /info
+
+    async def admit(self, key: str | None) -> object | None:
+        """Count a new request of `key`, or raise RateLimitError (429 + Retry-After); returns a ticket."""
+
+    async def charge(self, key: str | None, tokens: int, ticket: object | None) -> None:
+        """Charge the finished request `ticket` its tokens."""
+
+    async def quota_headers(self, key: str | None) -> dict[str, str]:
+        """OpenAI's `x-ratelimit-*` headers for `key` (none for a key without limits)."""
 
 
 class ConcurrencyLimiter:
@@ -83,6 +98,7 @@ class KeyRateLimiter:
     """
 
     WINDOW_S = 60.0
+    store = "memory"  # what /info reports
 
     def __init__(
         self, limits: dict[str, tuple[int | None, int | None]], clock: Callable[[], float] = time.monotonic
@@ -103,12 +119,22 @@ class KeyRateLimiter:
         now = self.clock()
         if rpm is not None and len(window.events) >= rpm:
             # Free again when the oldest requests leave, enough to drop below the limit.
-            raise self._refusal(key, f"{rpm} requests per minute", window.events[len(window.events) - rpm].at)
+            free_at = window.events[len(window.events) - rpm].at
+            raise refusal(key, f"{rpm} requests per minute", free_at + self.WINDOW_S - now)
         if tpm is not None and window.tokens >= tpm:
-            raise self._refusal(key, f"{tpm} tokens per minute", self._tokens_free_at(window, tpm))
+            raise refusal(key, f"{tpm} tokens per minute", self._tokens_free_at(window, tpm) + self.WINDOW_S - now)
         event = _Event(now)
         window.events.append(event)
         return event
+
+    async def admit(self, key: str | None) -> object | None:
+        return self.check(key)
+
+    async def charge(self, key: str | None, tokens: int, ticket: object | None) -> None:
+        self.add_tokens(key, tokens, ticket if isinstance(ticket, _Event) else None)
+
+    async def quota_headers(self, key: str | None) -> dict[str, str]:
+        return self.headers(key)
 
     def add_tokens(self, key: str | None, tokens: int, ticket: _Event | None = None) -> None:
         """Charge `tokens` to the request `ticket` (default: the key's newest request)."""
@@ -134,13 +160,13 @@ class KeyRateLimiter:
         if rpm is not None:
             events = window.events
             free_at = events[max(0, len(events) - rpm)].at if events else now - self.WINDOW_S
-            out |= _quota("requests", rpm, rpm - len(events), free_at + self.WINDOW_S - now)
+            out |= quota("requests", rpm, rpm - len(events), free_at + self.WINDOW_S - now)
         if tpm is not None:
             if window.tokens >= tpm:
                 free_at = self._tokens_free_at(window, tpm)
             else:
                 free_at = next((e.at for e in window.events if e.tokens), now - self.WINDOW_S)
-            out |= _quota("tokens", tpm, tpm - window.tokens, free_at + self.WINDOW_S - now)
+            out |= quota("tokens", tpm, tpm - window.tokens, free_at + self.WINDOW_S - now)
         return out
 
     def _trim(self, key: str) -> _Window:
@@ -160,15 +186,17 @@ class KeyRateLimiter:
                 return event.at
         return window.events[-1].at
 
-    def _refusal(self, key: str, what: str, free_from: float) -> RateLimitError:
-        wait = free_from + self.WINDOW_S - self.clock()
-        error = RateLimitError(f"API key `{key}` is over its limit of {what}", code="rate_limit_exceeded")
-        error.retry_after = max(1, math.ceil(wait))
-        error.headers = {"retry-after-ms": str(max(1, math.ceil(wait * 1000)))}  # what the OpenAI SDK reads first
-        return error
+
+def refusal(key: str, what: str, wait_s: float) -> RateLimitError:
+    """The 429 for `key` over its limit of `what`, free again in `wait_s` seconds."""
+    error = RateLimitError(f"API key `{key}` is over its limit of {what}", code="rate_limit_exceeded")
+    error.retry_after = max(1, math.ceil(wait_s))
+    error.headers = {"retry-after-ms": str(max(1, math.ceil(wait_s * 1000)))}  # what the OpenAI SDK reads first
+    return error
 
 
-def _quota(what: str, limit: int, remaining: int, reset_s: float) -> dict[str, str]:
+def quota(what: str, limit: int, remaining: int, reset_s: float) -> dict[str, str]:
+    """OpenAI's three headers for one limit."""
     return {
         f"x-ratelimit-limit-{what}": str(limit),
         f"x-ratelimit-remaining-{what}": str(max(0, remaining)),

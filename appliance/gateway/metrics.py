@@ -55,6 +55,14 @@ class GatewayMetrics:
             registry=r,
         )
         self.rejected = Counter("embed_rejected_requests", "Requests refused before any work", ["reason"], registry=r)
+        self.limit_store_up = Gauge(
+            "embed_rate_limit_store_up",
+            "1 while the shared rate-limit store answers; 0 while this replica limits keys on its own",
+            registry=r,
+        )
+        self.limit_store_errors = Counter(
+            "embed_rate_limit_store_errors", "Calls to the shared rate-limit store that failed or timed out", registry=r
+        )
 
     async def render(self) -> bytes:
         """The gateway's metrics followed by Triton's (omitted, with a comment, if Triton is down)."""

@@ -121,18 +121,18 @@ async def create_embeddings(request: Request[Any, Any, Any], state: AppState) ->
         limiter.try_acquire()
     except RateLimitError as exc:
         metrics.rejected.labels("overloaded").inc()
-        exc.headers = key_limits.headers(fields.get("key"))
+        exc.headers = await key_limits.quota_headers(fields.get("key"))
         raise
     metrics.in_flight.inc()
     try:
         response = await _embed(request, state, fields)
     except ApplianceError as exc:  # every answer to a key with limits carries OpenAI's headers
-        exc.headers = {**(exc.headers or {}), **key_limits.headers(fields.get("key"))}
+        exc.headers = {**(exc.headers or {}), **await key_limits.quota_headers(fields.get("key"))}
         raise
     finally:
         limiter.release()
         metrics.in_flight.dec()
-    response.headers.update(key_limits.headers(fields.get("key")))
+    response.headers.update(await key_limits.quota_headers(fields.get("key")))
     return response
 
 
@@ -141,7 +141,7 @@ async def _embed(request: Request[Any, Any, Any], state: AppState, fields: dict[
     key_limits = state.key_limits
     key = fields.get("key")
     try:
-        ticket = key_limits.check(key)
+        ticket = await key_limits.admit(key)
     except RateLimitError:
         metrics.rejected.labels("key_limit").inc()
         raise
@@ -184,7 +184,7 @@ async def _embed(request: Request[Any, Any, Any], state: AppState, fields: dict[
         raise RequestTimeoutError(
             f"no answer within {state.settings.limits.request_timeout_s:g} s; retry, or send fewer inputs"
         ) from None
-    key_limits.add_tokens(key, result.prompt_tokens, ticket)
+    await key_limits.charge(key, result.prompt_tokens, ticket)
     _record(metrics, pipeline.model.name, key, len(inputs), result)
     fields["tokens"] = result.prompt_tokens
     vectors = encode_vectors(result.vectors, asked.wire)
@@ -271,7 +271,9 @@ async def info(state: AppState) -> Response[bytes]:
             models=models,
             presets=presets,
             batching=_info_of(BatchingInfo, settings.batching),
-            limits=_info_of(LimitsInfo, settings.limits),
+            limits=msgspec.structs.replace(
+                _info_of(LimitsInfo, settings.limits), key_limit_store=state.key_limits.store
+            ),
             instance_count=settings.instance_count,
             threads_per_instance=settings.threads_per_instance,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar.datastructures import State
 
 from appliance.gateway.auth import KeyRing
-from appliance.gateway.limits import ConcurrencyLimiter, KeyRateLimiter
+from appliance.gateway.limits import ConcurrencyLimiter, KeyLimits
 from appliance.gateway.metrics import GatewayMetrics
 from appliance.pipeline.backend import EmbeddingBackend
 from appliance.pipeline.service import ModelPipeline
@@ -20,6 +20,6 @@ class AppState(State):
     presets: dict[str, CompiledPreset]
     metrics: GatewayMetrics
     limiter: ConcurrencyLimiter
-    key_limits: KeyRateLimiter
+    key_limits: KeyLimits
     backend: EmbeddingBackend  # opened by the lifespan
     pipelines: dict[str, ModelPipeline]  # opened by the lifespan (tokenizers loaded)

@@ -121,10 +121,26 @@ class CacheSpec(Base, frozen=True):
     size_mb: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 256
 
 
+class RateLimitStoreSpec(Base, frozen=True):
+    """`[auth.rate_limit_store]`: keep the keys' per-minute windows in Redis, shared by every replica.
+
+    Unset: each gateway counts on its own (N replicas give a key N times its quota). Exactly one of
+    `url` / `url_env` (a URL with a password belongs in a Secret). If the store stops answering, the
+    gateway keeps serving with per-replica limits until it answers again (README, "Scaling out").
+    """
+
+    url: str | None = None  # redis://[:password@]host:6379/0, rediss:// (TLS), redis+unix:///path (Valkey too)
+    url_env: EnvName | None = None
+    timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 250  # per store call; slower = unreachable
+    retry_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0  # after a failure, per replica this long
+    key_prefix: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "embed-appliance"
+
+
 class AuthSpec(Base, frozen=True):
     """`[auth]`: API keys. No keys means an open server (logged as a warning)."""
 
     keys: list[ApiKeySpec] = []
+    rate_limit_store: RateLimitStoreSpec | None = None
 
 
 class LimitsSpec(Base, frozen=True):
