@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,14 +32,26 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.soak import MODEL, Tally, build_workload, calibrate, one_request, percentile, warm_up
+from bench.soak import (
+    MODEL,
+    Tally,
+    build_workload,
+    calibrate,
+    one_request,
+    output_and_model,
+    percentile,
+    warm_up,
+)
 from harness.reference import Reference
 from harness.stack import Stack, model_toml, ports_toml
 
 
 def scrape(base_url: str) -> dict[str, float]:
-    """The few series we compare, summed over their labels."""
-    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    return signals(httpx.get(f"{base_url}/metrics", timeout=10).text)
+
+
+def signals(text: str) -> dict[str, float]:
+    """The few series we compare, summed over their labels, from a /metrics text."""
     wanted = {
         "embed_in_flight_requests": "in_flight",
         "nv_inference_queue_duration_us": "queue_us",
@@ -107,10 +118,7 @@ async def run_step(base_url: str, work: Any, step: Step, timeout: float, atol: f
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as http, httpx.AsyncClient(timeout=10) as probe:
         async def sampler() -> None:
             while time.monotonic() < deadline:
-                text = (await probe.get(f"{base_url}/metrics")).text
-                for line in text.splitlines():
-                    if line.startswith("embed_in_flight_requests "):
-                        step.in_flight.append(float(line.split()[1]))
+                step.in_flight.append(signals((await probe.get(f"{base_url}/metrics")).text)["in_flight"])
                 await asyncio.sleep(0.5)  # sampling interval
 
         sampling = asyncio.create_task(sampler())
@@ -142,18 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
 
-    out = (args.out or Path(tempfile.mkdtemp(prefix="scaling-signal-"))).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    model_dir = args.model_dir
-    if model_dir is None:
-        from appliance.testmodels.tiny_jina import build_tiny_jina
-
-        model_dir = out / "tiny-jina"
-        model_dir.mkdir(exist_ok=True)
-        build_tiny_jina(model_dir)
-    work = build_workload(Reference(model_dir.resolve()), seed=0, texts=96, templates=400)
+    out, model_dir = output_and_model(args.out, args.model_dir, prefix="scaling-signal-")
+    work = build_workload(Reference(model_dir), seed=0, texts=96, templates=400)
     toml = (ports_toml() + f"[limits]\nmax_concurrent_requests = {args.max_concurrent}\n"
-            + model_toml(MODEL, model_dir.resolve(), precision="fp32"))
+            + model_toml(MODEL, model_dir, precision="fp32"))
     (out / "stack").mkdir(exist_ok=True)
     stack = Stack(out / "stack", toml).start()
     timeout = 60.0

@@ -414,6 +414,21 @@ def write_png(path: Path, samples: list[Sample], title: str) -> bool:
 # --------------------------------------------------------------------------- main
 
 
+def output_and_model(out: Path | None, model_dir: Path | None, *, prefix: str) -> tuple[Path, Path]:
+    """The output folder (default: a new temporary one) and the model folder (default: the tiny
+    jina-shaped model, built into the output folder once)."""
+    out = (out or Path(tempfile.mkdtemp(prefix=prefix))).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if model_dir is None:
+        from appliance.testmodels.tiny_jina import build_tiny_jina
+
+        model_dir = out / "tiny-jina"
+        if not (model_dir / "model.onnx").exists():
+            model_dir.mkdir(parents=True, exist_ok=True)
+            build_tiny_jina(model_dir)
+    return out, model_dir.resolve()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -432,17 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    out = (args.out or Path(tempfile.mkdtemp(prefix="soak-"))).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    model_dir = args.model_dir
-    if model_dir is None:
-        from appliance.testmodels.tiny_jina import build_tiny_jina
-
-        model_dir = out / "tiny-jina"
-        if not (model_dir / "model.onnx").exists():
-            model_dir.mkdir(parents=True, exist_ok=True)
-            build_tiny_jina(model_dir)
-    model_dir = model_dir.resolve()
+    out, model_dir = output_and_model(args.out, args.model_dir, prefix="soak-")
     print(f"soak: model {model_dir}; output {out}", flush=True)
 
     ref = Reference(model_dir)
