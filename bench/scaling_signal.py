@@ -11,7 +11,10 @@
    delivered load, client p50/p99 of the 200s, 429s, and the candidate signals:
    - `embed_in_flight_requests` (gauge; mean of the samples): concurrency per replica;
    - Triton's queue time per request, rate(nv_inference_queue_duration_us) / rate(nv_inference_request_success);
-   - the gateway's mean latency, rate(embed_request_duration_seconds_sum{phase="total"}) / rate(_count).
+   - the gateway's mean latency, rate(embed_request_duration_seconds_sum{phase="total"}) / rate(_count);
+   - the gateway's busy-ness, rate(embed_request_duration_seconds_sum{phase="total"}) alone: by Little's
+     law the mean number of admitted requests in tokenization or inference over the window, counted
+     exactly (no sampling), so Prometheus' 15-60 s scrapes lose nothing.
 4. Prints a table and writes scaling-signal.json. The verdict in docs/performance.md ("Decisions").
 
 An HPA scales by desiredReplicas = ceil(replicas x metric / target): it wants a signal that grows in
@@ -98,6 +101,7 @@ class Step:
             "in_flight_max": max(self.in_flight, default=0.0),
             "triton_queue_ms_per_request": round(
                 (self.end["queue_us"] - self.start["queue_us"]) / 1000 / d_success, 2) if d_success else None,
+            "busy": round((self.end["latency_sum"] - self.start["latency_sum"]) / self.seconds, 2),
             "gateway_mean_ms": round(
                 (self.end["latency_sum"] - self.start["latency_sum"]) * 1000 / d_count, 1) if d_count else None,
         }
@@ -170,12 +174,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"scaling-signal: {json.dumps(steps[-1])}", flush=True)
     finally:
         stack.stop()
-    header = ("load", "offered/s", "200s/s", "429s", "p50 ms", "p99 ms", "in-flight mean", "Triton queue ms/req",
-              "gateway mean ms")
+    header = ("load", "offered/s", "200s/s", "429s", "p50 ms", "p99 ms", "in-flight mean", "busy",
+              "Triton queue ms/req", "gateway mean ms")
     print(" | ".join(header))
     for s in steps:
         print(" | ".join(str(v) for v in (f"{s['fraction']:.2f}x", s["offered_rps"], s["ok_rps"], s["shed_429"],
-                                           s["client_p50_ms"], s["client_p99_ms"], s["in_flight_mean"],
+                                           s["client_p50_ms"], s["client_p99_ms"], s["in_flight_mean"], s["busy"],
                                            s["triton_queue_ms_per_request"], s["gateway_mean_ms"])))
     (out / "scaling-signal.json").write_text(json.dumps({"capacity_rps": capacity, "steps": steps}, indent=2))
     print(f"scaling-signal: wrote {out / 'scaling-signal.json'}")
