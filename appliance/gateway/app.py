@@ -72,11 +72,14 @@ def create_app(settings: GatewaySettings, backend: EmbeddingBackend | None = Non
     shared = SharedKeyRateLimiter(resolve_store_url(store), per_key, store, metrics) if store else None
     key_limits: KeyLimits = shared or KeyRateLimiter(per_key)
 
-    def count_request(path: str, status: int, fields: dict[str, Any]) -> None:
+    def count_request(path: str, status: int, fields: dict[str, Any], phases: dict[str, float]) -> None:
         if path in ("/v1/embeddings", "/tokenize"):
+            code = str(status)
             metrics.requests.labels(
-                path, fields.get("model", "-"), fields.get("task", "-"), str(status), fields.get("key", "-")
+                path, fields.get("model", "-"), fields.get("task", "-"), code, fields.get("key", "-")
             ).inc()
+            for phase, seconds in phases.items():
+                metrics.http_latency.labels(path, code, phase).observe(seconds)
 
     def request_log(app: ASGIApp) -> ASGIApp:
         return RequestLog(app, json_format=settings.log_format == "json", on_finish=count_request)

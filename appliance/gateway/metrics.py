@@ -32,6 +32,23 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # The whole life of each /v1/embeddings and /tokenize request, as the gateway process sees
+        # it: head (first byte to head parsed), wait (for the event loop), app, total (first byte
+        # to last). The kernel's accept queue and socket buffers are outside (bench/soak.py).
+        self.http_latency = Histogram(
+            "embed_http_request_duration_seconds",
+            "A request's life in the gateway by phase, first byte to last byte",
+            ["endpoint", "status", "phase"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.open_connections = Gauge("embed_open_connections", "HTTP connections open to the gateway", registry=r)
+        self.refused_connections = Counter(
+            "embed_refused_connections",
+            "Connections closed unserved: max_connections reached, or no complete request head in time",
+            ["reason"],
+            registry=r,
+        )
         self.input_tokens = Counter("embed_input_tokens", "Tokens fed to the model", ["model", "key"], registry=r)
         self.inputs = Counter("embed_inputs", "Inputs embedded", ["model"], registry=r)
         self.chunk_rows = Histogram(

@@ -164,6 +164,8 @@ class LimitsInfo(msgspec.Struct, frozen=True, kw_only=True):
     request_timeout_s: float
     triton_max_queue_size: int
     triton_queue_timeout_ms: int
+    max_connections: int
+    header_timeout_s: float
     # Where the keys' per-minute windows live: "memory" (each replica counts alone) or "redis" (shared)
     key_limit_store: str = "memory"
 

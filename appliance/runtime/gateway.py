@@ -10,6 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from appliance.gateway.app import create_app
+from appliance.runtime.http_guard import ConnectionGuard
 from appliance.settings import read_compiled
 
 
@@ -32,14 +33,22 @@ def main() -> None:
     args = parser.parse_args()
     settings = read_compiled(args.runtime_dir).gateway
     configure_logging(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    metrics = app.state.metrics
+    guard = ConnectionGuard(
+        max_connections=settings.limits.max_connections,
+        head_timeout_s=settings.limits.header_timeout_s,
+        on_refused=lambda reason: metrics.refused_connections.labels(reason).inc(),
+        on_open_changed=metrics.open_connections.set,
+    )
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
         loop="uvloop",  # libuv event loop and the C HTTP parser: ~1 ms less per request than asyncio + h11
-        http="httptools",
+        http=guard.protocol(),  # uvicorn's httptools protocol + head deadline, connection bound, timing
         timeout_graceful_shutdown=30,
     )
 

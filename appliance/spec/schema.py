@@ -161,6 +161,11 @@ class LimitsSpec(Base, frozen=True):
     # (appliance/compile/pbtxt.py `queue_policy`). The gateway's two limits above bound the load.
     triton_max_queue_size: Annotated[int, msgspec.Meta(ge=0)] = 0
     triton_queue_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # Connections: beyond this many open, a new one gets 503 and is closed at once; one that has
+    # not sent a complete request head this long after connecting (or after the first byte of a
+    # later request) is closed (appliance/runtime/http_guard.py). uvicorn has neither.
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1024
+    header_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
 
 
 class EmbedSpec(Base, frozen=True):

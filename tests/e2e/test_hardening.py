@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -1027,3 +1028,90 @@ def test_a_key_removed_from_embed_toml_is_refused_after_a_restart_and_log_inputs
     finally:
         stack.stop()
         reap_session(stack)
+
+
+# --------------------------------------------------------------------------- slow and idle connections
+
+SLOW_FLOOD = 1000  # connections that send half a request head and then nothing
+MAX_CONNECTIONS = SLOW_FLOOD + 50
+HEAD_TIMEOUT_S = 3.0
+
+
+@pytest.fixture(scope="module")
+def guarded_connections(tmp_path_factory: pytest.TempPathFactory, tiny_jina_dir: Path) -> Iterator[Running]:
+    toml = (server_section() + limits_section(max_connections=MAX_CONNECTIONS, header_timeout_s=HEAD_TIMEOUT_S)
+            + model_toml(TINY, tiny_jina_dir, precision="fp32"))
+    yield from running_stack(tmp_path_factory.mktemp("connections"), toml)
+
+
+def _open_slow(port: int, count: int, head: bytes) -> list[socket.socket]:
+    conns = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(head)
+        conns.append(s)
+    return conns
+
+
+def _closed_by_server(conn: socket.socket) -> bytes | None:
+    """What the server sent before closing, or None while the connection is still open."""
+    conn.setblocking(False)
+    try:
+        data = conn.recv(65536)
+    except BlockingIOError:
+        return None
+    except ConnectionResetError:
+        return b""
+    return data  # b"" = EOF
+
+
+def test_a_flood_of_slow_connections_is_cut_at_the_head_deadline_and_bounded_and_normal_clients_are_served(
+    guarded_connections: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running = guarded_connections
+    port = toml_int(running.stack.toml, "port")
+    body = {"model": TINY, "input": "a normal request during a slow-connection flood"}
+
+    def normal() -> float:
+        start = time.monotonic()
+        response = httpx.post(f"{running.url}/v1/embeddings", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        return time.monotonic() - start
+
+    usual = sorted(normal() for _ in range(5))[2]
+    half_head = b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appl"
+    flood_start = time.monotonic()
+    slow = _open_slow(port, SLOW_FLOOD, half_head)
+    try:
+        during = sorted(normal() for _ in range(5))
+        # Beyond max_connections a new connection is refused at once with a 503, never parked.
+        extra = _open_slow(port, 100, b"")
+        beyond = 100 - (MAX_CONNECTIONS - SLOW_FLOOD)  # at least: the flood and these are open
+        answers: dict[int, bytes] = {}
+
+        def refused() -> bool:
+            answers.update({i: d for i, c in enumerate(extra) if i not in answers and (d := _closed_by_server(c))})
+            return len(answers) >= beyond
+
+        wait_for(refused, 2, f"{beyond} connections beyond max_connections to be refused")
+        refusals = list(answers.values())
+        assert all(d.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in d for d in refusals), refusals[:3]
+        # The half-sent heads are closed once the deadline passes; not one answers a request.
+        closed = wait_for(
+            lambda: (n if (n := sum(_closed_by_server(c) is not None for c in slow)) == SLOW_FLOOD else None),
+            HEAD_TIMEOUT_S + 10, "the slow connections to be closed")
+        cut_after = time.monotonic() - flood_start
+        samples = metric_samples(httpx.get(f"{running.url}/metrics", timeout=10).text)
+        assert metric(samples, "embed_refused_connections_total", reason="head_timeout") >= SLOW_FLOOD
+        assert metric(samples, "embed_refused_connections_total", reason="max_connections") >= len(refusals)
+        assert normal() < 30
+    finally:
+        for c in slow + locals().get("extra", []):
+            c.close()
+    say(capsys, f"slow connections: {SLOW_FLOOD} half-sent heads all closed {cut_after:.1f} s after the flood began "
+        f"(header_timeout_s {HEAD_TIMEOUT_S}); a normal request took {usual * 1000:.0f} ms before, "
+        f"{during[2] * 1000:.0f} ms (median) / {during[-1] * 1000:.0f} ms (max) during; "
+        f"{len(refusals)} connections beyond max_connections refused with 503")
+    assert closed == SLOW_FLOOD
+    # Served during the flood, and without waiting for the slow connections to be cut.
+    assert during[-1] < HEAD_TIMEOUT_S

@@ -17,7 +17,7 @@ Message = dict[str, Any]
 def run(app: Any, path: str = "/v1/embeddings", headers: list[tuple[bytes, bytes]] | None = None,
         **kwargs: Any) -> tuple[list[Message], list[tuple[str, int, dict[str, Any]]]]:
     finished: list[tuple[str, int, dict[str, Any]]] = []
-    middleware = RequestLog(app, on_finish=lambda p, s, f: finished.append((p, s, dict(f))), **kwargs)
+    middleware = RequestLog(app, on_finish=lambda p, s, f, _: finished.append((p, s, dict(f))), **kwargs)
     scope: Any = {"type": "http", "method": "POST", "path": path, "headers": headers or []}
     sent: list[Message] = []
 
