@@ -12,6 +12,7 @@ from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp
 
 from appliance.errors import ApplianceError
+from appliance.gateway.admission import Admission
 from appliance.gateway.auth import KeyRing
 from appliance.gateway.docs import docs_handlers
 from appliance.gateway.errors import (
@@ -84,17 +85,26 @@ def create_app(settings: GatewaySettings, backend: EmbeddingBackend | None = Non
     def request_log(app: ASGIApp) -> ASGIApp:
         return RequestLog(app, json_format=settings.log_format == "json", on_finish=count_request)
 
+    limiter = ConcurrencyLimiter(settings.limits.max_concurrent_requests)
+
+    def refused() -> None:
+        metrics.rejected.labels("overloaded").inc()
+        metrics.requests.labels("/v1/embeddings", "-", "-", "429", "-").inc()
+
+    def admission(app: ASGIApp) -> ASGIApp:
+        return Admission(app, limiter=limiter, full_refusals=bool(per_key), on_refused=refused)
+
     return Litestar(
         route_handlers=[*ROUTES, openapi, *docs_handlers()],
         lifespan=[lifespan],
-        middleware=[HeaderLimits, request_log],  # outermost first
+        middleware=[admission, HeaderLimits, request_log],  # outermost first
         state=AppState(
             {
                 "keyring": keyring,
                 "settings": settings,
                 "presets": {p.name: p for p in settings.presets},
                 "metrics": metrics,
-                "limiter": ConcurrencyLimiter(settings.limits.max_concurrent_requests),
+                "limiter": limiter,
                 "key_limits": key_limits,
             }
         ),

@@ -35,13 +35,22 @@ class ConcurrencyLimiter:
         self.limit = limit
         self.in_flight = 0
 
-    def try_acquire(self) -> None:
+    def try_take(self) -> bool:
+        """Take a permit if one is free."""
         if self.in_flight >= self.limit:
-            raise RateLimitError(
-                f"the server is at its limit of {self.limit} concurrent requests; retry shortly",
-                code="overloaded",
-            )
+            return False
         self.in_flight += 1
+        return True
+
+    def try_acquire(self) -> None:
+        """Take a permit, or raise the 429 the server answers when it has none."""
+        if not self.try_take():
+            raise self.overloaded()
+
+    def overloaded(self) -> RateLimitError:
+        return RateLimitError(
+            f"the server is at its limit of {self.limit} concurrent requests; retry shortly", code="overloaded"
+        )
 
     def release(self) -> None:
         self.in_flight -= 1

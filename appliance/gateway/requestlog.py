@@ -24,7 +24,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("appliance.requests")
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 OnFinish = Callable[[str, int, dict[str, Any], dict[str, float]], None]
@@ -43,7 +43,7 @@ class RequestLog:
             return
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        request_id = given if SAFE_ID.match(given) else uuid.uuid4().hex
         fields: dict[str, Any] = {}
         scope.setdefault("state", {})["log"] = fields
         scope["state"]["request_id"] = request_id

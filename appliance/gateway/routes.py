@@ -22,6 +22,7 @@ from appliance.errors import (
     RequestTimeoutError,
     UnsupportedMediaTypeError,
 )
+from appliance.gateway.admission import OVERLOADED
 from appliance.gateway.auth import KeyRing
 from appliance.gateway.errors import request_error_from_msgspec
 from appliance.gateway.inputs import normalize_input
@@ -113,16 +114,15 @@ def pipeline_for(state: AppState, model: str) -> tuple[ModelPipeline, CompiledPr
 
 @post("/v1/embeddings", guards=[require_key], status_code=200)
 async def create_embeddings(request: Request[Any, Any, Any], state: AppState) -> Response[bytes]:
-    limiter = state.limiter
+    # The concurrency permit is taken (or the request refused) by gateway/admission.py, outermost.
     metrics = state.metrics
     key_limits = state.key_limits
     fields = log_fields(request.scope)
-    try:
-        limiter.try_acquire()
-    except RateLimitError as exc:
+    if request.scope["state"].get(OVERLOADED):  # refused here, in full, to carry the key's headers
         metrics.rejected.labels("overloaded").inc()
+        exc = state.limiter.overloaded()
         exc.headers = await key_limits.quota_headers(fields.get("key"))
-        raise
+        raise exc
     metrics.in_flight.inc()
     try:
         response = await _embed(request, state, fields)
@@ -130,7 +130,6 @@ async def create_embeddings(request: Request[Any, Any, Any], state: AppState) ->
         exc.headers = {**(exc.headers or {}), **await key_limits.quota_headers(fields.get("key"))}
         raise
     finally:
-        limiter.release()
         metrics.in_flight.dec()
     response.headers.update(await key_limits.quota_headers(fields.get("key")))
     return response
