@@ -37,6 +37,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.soak import (
     MODEL,
+    Encoded,
+    LeanClient,
     Tally,
     build_workload,
     calibrate,
@@ -111,15 +113,14 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
-async def run_step(base_url: str, work: Any, step: Step, timeout: float, atol: float, seed: int) -> None:
-    url = f"{base_url}/v1/embeddings"
+async def run_step(client: LeanClient, encoded: Encoded, base_url: str, work: Any, step: Step, atol: float,
+                   seed: int) -> None:
     rng = random.Random(seed)
     tasks: set[asyncio.Task[None]] = set()
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
     step.start = scrape(base_url)
     start = time.monotonic()
     deadline = start + step.seconds
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as http, httpx.AsyncClient(timeout=10) as probe:
+    async with httpx.AsyncClient(timeout=10) as probe:
         async def sampler() -> None:
             while time.monotonic() < deadline:
                 step.in_flight.append(signals((await probe.get(f"{base_url}/metrics")).text)["in_flight"])
@@ -132,14 +133,32 @@ async def run_step(base_url: str, work: Any, step: Step, timeout: float, atol: f
                 await asyncio.sleep(min(next_at - now, deadline - now))
                 continue
             next_at += rng.expovariate(step.offered_rps)
-            task = asyncio.create_task(one_request(http, url, work, rng.choice(work.templates), step.tally, atol))
+            task = asyncio.create_task(one_request(client, encoded, work, rng.choice(work.templates), step.tally, atol))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await sampling
         if tasks:
-            await asyncio.wait(tasks, timeout=timeout + 5)
+            await asyncio.wait(tasks, timeout=client.timeout + 5)
     step.seconds = time.monotonic() - start
     step.end = scrape(base_url)
+
+
+async def drive(base_url: str, work: Any, args: argparse.Namespace, timeout: float) -> tuple[float, list[Step]]:
+    client = LeanClient("127.0.0.1", int(base_url.rsplit(":", 1)[1]), timeout)
+    encoded = Encoded.of(client, work)
+    steps = []
+    try:
+        await warm_up(client, encoded, work, args.clients, args.atol)
+        capacity, _ = await calibrate(client, encoded, work, args.clients, args.calibrate_s, args.atol)
+        print(f"scaling-signal: capacity {capacity:.1f} req/s with {args.clients} closed-loop clients", flush=True)
+        for i, fraction in enumerate(float(f) for f in args.steps.split(",")):
+            step = Step(fraction, fraction * capacity, seconds=args.step_s)
+            await run_step(client, encoded, base_url, work, step, args.atol, seed=i)
+            steps.append(step)
+            print(f"scaling-signal: {json.dumps(step.report())}", flush=True)
+    finally:
+        await client.close()
+    return capacity, steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,20 +179,11 @@ def main(argv: list[str] | None = None) -> int:
             + model_toml(MODEL, model_dir, precision="fp32"))
     (out / "stack").mkdir(exist_ok=True)
     stack = Stack(out / "stack", toml).start()
-    timeout = 60.0
-    steps = []
     try:
-        asyncio.run(warm_up(f"{stack.base_url}/v1/embeddings", work, args.clients, timeout, args.atol))
-        capacity, _ = asyncio.run(calibrate(f"{stack.base_url}/v1/embeddings", work, args.clients,
-                                            args.calibrate_s, timeout, args.atol))
-        print(f"scaling-signal: capacity {capacity:.1f} req/s with {args.clients} closed-loop clients", flush=True)
-        for i, fraction in enumerate(float(f) for f in args.steps.split(",")):
-            step = Step(fraction, fraction * capacity, seconds=args.step_s)
-            asyncio.run(run_step(stack.base_url, work, step, timeout, args.atol, seed=i))
-            steps.append(step.report())
-            print(f"scaling-signal: {json.dumps(steps[-1])}", flush=True)
+        capacity, ran = asyncio.run(drive(stack.base_url, work, args, timeout=60.0))
     finally:
         stack.stop()
+    steps = [s.report() for s in ran]
     header = ("load", "offered/s", "200s/s", "429s", "p50 ms", "p99 ms", "in-flight mean", "busy",
               "Triton queue ms/req", "gateway mean ms")
     print(" | ".join(header))

@@ -28,6 +28,7 @@ import base64
 import csv
 import json
 import math
+import os
 import random
 import statistics
 import sys
@@ -43,6 +44,7 @@ if str(REPO) not in sys.path:  # runnable as `python bench/soak.py` (bench/ is n
     sys.path.insert(0, str(REPO))
 
 import httpx
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -146,19 +148,80 @@ class Tally:
             self.problems.append(what)
 
 
-async def one_request(http: httpx.AsyncClient, url: str, work: Workload, t: Template, tally: Tally,
+class LeanClient:
+    """A minimal HTTP/1.1 keep-alive client for one server: requests pre-encoded per template, the
+    response head parsed by hand. httpx costs ~1 ms of CPU per request, which on a small box is the
+    load generator's own bottleneck at a few hundred requests per second (issue 17)."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.heads: dict[int, bytes] = {}
+
+    def request(self, path: str, body: bytes) -> bytes:
+        return (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    async def post(self, raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+        """(status, headers, body); raises OSError / asyncio.TimeoutError / IncompleteReadError when lost."""
+        return await asyncio.wait_for(self._post(raw), self.timeout)
+
+    async def _post(self, raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+        for attempt in (0, 1):
+            reused = attempt == 0 and bool(self.idle)  # a retry always opens a new connection
+            reader, writer = self.idle.pop() if reused else await asyncio.open_connection(self.host, self.port)
+            try:
+                writer.write(raw)
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+                if reused:  # the server closed this idle keep-alive connection (after 5 s): once more
+                    continue
+                raise
+            lines = head[:-4].split(b"\r\n")
+            status = int(lines[0][9:12])
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+            if headers.get(b"connection", b"").lower() == b"close":
+                writer.close()
+            else:
+                self.idle.append((reader, writer))
+            return status, headers, body
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
+@dataclass
+class Encoded:
+    """The workload's requests as bytes, once (the load generator encodes nothing per request)."""
+
+    raw: dict[int, bytes]
+
+    @classmethod
+    def of(cls, client: LeanClient, work: Workload, path: str = "/v1/embeddings") -> Encoded:
+        templates = [*work.templates, work.largest]
+        return cls({id(t): client.request(path, msgspec.json.encode(work.body(t))) for t in templates})
+
+
+async def one_request(client: LeanClient, encoded: Encoded, work: Workload, t: Template, tally: Tally,
                       atol: float) -> None:
     start = time.monotonic()
     try:
-        response = await http.post(url, json=work.body(t))
-    except httpx.HTTPError as exc:
+        status, headers, raw = await client.post(encoded.raw[id(t)])
+    except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
         tally.outcomes["lost"] += 1
         tally.problem(f"lost after {time.monotonic() - start:.1f}s: {type(exc).__name__}: {exc}")
         return
     seconds = time.monotonic() - start
-    status = response.status_code
     if status == 200:
-        wrong = verify(work, t, response.json(), atol)
+        wrong = verify(work, t, msgspec.json.decode(raw), atol)
         if wrong is None:
             tally.outcomes["ok"] += 1
             tally.latencies.append(seconds)
@@ -166,53 +229,54 @@ async def one_request(http: httpx.AsyncClient, url: str, work: Workload, t: Temp
             tally.outcomes["wrong"] += 1
             tally.problem(f"wrong answer: {wrong}")
     elif status == 429:
-        error = response.json().get("error", {}) if response.headers.get("content-type", "").startswith(
-            "application/json") else {}
-        retry = response.headers.get("retry-after", "")
-        if retry.isdigit() and {"message", "type", "param", "code"} <= set(error):
+        is_json = headers.get(b"content-type", b"").startswith(b"application/json")
+        error = msgspec.json.decode(raw).get("error", {}) if is_json else {}
+        if headers.get(b"retry-after", b"").isdigit() and {"message", "type", "param", "code"} <= set(error):
             tally.outcomes["shed_429"] += 1
             tally.shed_latencies.append(seconds)
         else:
             tally.outcomes["bad_429"] += 1
-            tally.problem(f"429 without Retry-After / OpenAI shape: {response.headers} {response.text[:200]}")
+            tally.problem(f"429 without Retry-After / OpenAI shape: {headers} {raw[:200]!r}")
     elif status >= 500:
         tally.outcomes["5xx"] += 1
-        tally.problem(f"{status}: {response.text[:300]}")
+        tally.problem(f"{status}: {raw[:300]!r}")
     else:
         tally.outcomes[f"unexpected_{status}"] += 1
-        tally.problem(f"{status}: {response.text[:300]}")
+        tally.problem(f"{status}: {raw[:300]!r}")
 
 
-async def warm_up(url: str, work: Workload, clients: int, timeout: float, atol: float, bursts: int = 3) -> Tally:
+async def warm_up(client: LeanClient, encoded: Encoded, work: Workload, clients: int, atol: float,
+                  bursts: int = 3) -> Tally:
     """Every template once (closed loop), then `bursts` bursts of `clients` simultaneous largest
     requests: Triton batches them into the biggest ONNX Runtime runs this workload can produce, so
     allocator arenas reach their high-water mark BEFORE memory is measured."""
     tally = Tally()
     queue = list(work.templates)
-    async with httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=clients)) as http:
-        async def client() -> None:
-            while queue:
-                await one_request(http, url, work, queue.pop(), tally, atol)
 
-        await asyncio.gather(*(client() for _ in range(clients)))
-        for _ in range(bursts):
-            await asyncio.gather(*(one_request(http, url, work, work.largest, tally, atol) for _ in range(clients)))
+    async def closed_loop() -> None:
+        while queue:
+            await one_request(client, encoded, work, queue.pop(), tally, atol)
+
+    await asyncio.gather(*(closed_loop() for _ in range(clients)))
+    for _ in range(bursts):
+        await asyncio.gather(*(one_request(client, encoded, work, work.largest, tally, atol) for _ in range(clients)))
     return tally
 
 
-async def calibrate(url: str, work: Workload, clients: int, seconds: float, timeout: float, atol: float) -> tuple[float, Tally]:
+async def calibrate(client: LeanClient, encoded: Encoded, work: Workload, clients: int, seconds: float,
+                    atol: float) -> tuple[float, Tally]:
     """Closed loop with as many clients as the server admits: 200s per second = capacity."""
     tally = Tally()
     deadline = time.monotonic() + seconds
     rng = random.Random(1)
-    async with httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=clients)) as http:
-        async def client() -> None:
-            while time.monotonic() < deadline:
-                await one_request(http, url, work, rng.choice(work.templates), tally, atol)
 
-        started = time.monotonic()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        elapsed = time.monotonic() - started
+    async def closed_loop() -> None:
+        while time.monotonic() < deadline:
+            await one_request(client, encoded, work, rng.choice(work.templates), tally, atol)
+
+    started = time.monotonic()
+    await asyncio.gather(*(closed_loop() for _ in range(clients)))
+    elapsed = time.monotonic() - started
     return tally.outcomes["ok"] / elapsed, tally
 
 
@@ -242,66 +306,87 @@ def sample(root: int, start: float, tally: Tally) -> Sample:
     )
 
 
-async def soak(url: str, root: int, work: Workload, rate: float, seconds: float, timeout: float,
-               sample_s: float, max_outstanding: int, atol: float) -> tuple[Tally, list[Sample], int, float]:
-    """Open loop: arrivals at `rate`/s (Poisson) for `seconds`, regardless of how the server keeps up."""
-    tally = Tally()
-    samples: list[Sample] = []
+async def soak(client: LeanClient, encoded: Encoded, root: int, work: Workload, rate: float, seconds: float,
+               drain_s: float, sample_s: float, max_outstanding: int, atol: float) -> Offered:
+    """Open loop: arrivals at `rate`/s (Poisson) for `seconds`, regardless of how the server keeps up.
+    Records how late each request left against its scheduled arrival: the load actually delivered."""
+    offered = Offered()
+    tally = offered.tally
     rng = random.Random(2)
     start = time.monotonic()
     deadline = start + seconds
-    sent = 0
     tasks: set[asyncio.Task[None]] = set()
-    limits = httpx.Limits(max_connections=max_outstanding, max_keepalive_connections=max_outstanding)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
-        async def sampler() -> None:
-            while time.monotonic() < deadline:
-                samples.append(sample(root, start, tally))
-                await asyncio.sleep(sample_s)
 
-        sampling = asyncio.create_task(sampler())
-        next_at = start
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            if next_at > now:
-                await asyncio.sleep(min(next_at - now, deadline - now))
-                continue
-            next_at += rng.expovariate(rate)
-            if len(tasks) >= max_outstanding:  # the client, not the server, is the bottleneck
-                tally.outcomes["client_skipped"] += 1
-                continue
-            task = asyncio.create_task(one_request(http, url, work, rng.choice(work.templates), tally, atol))
-            tasks.add(task)
-            tally.max_outstanding = max(tally.max_outstanding, len(tasks))
-            task.add_done_callback(tasks.discard)
-            sent += 1
-        drain_deadline = timeout + 5
-        if tasks:
-            await asyncio.wait(tasks, timeout=drain_deadline)
-        for task in list(tasks):  # not answered even within the client timeout: lost
-            task.cancel()
-            tally.outcomes["lost"] += 1
-        await sampling
-        samples.append(sample(root, start, tally))
-    return tally, samples, sent, time.monotonic() - start
+    async def sampler() -> None:
+        while time.monotonic() < deadline:
+            offered.samples.append(sample(root, start, tally))
+            await asyncio.sleep(sample_s)
+
+    sampling = asyncio.create_task(sampler())
+    next_at = start
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        if next_at > now:
+            await asyncio.sleep(min(next_at - now, deadline - now))
+            continue
+        offered.lateness.append(now - next_at)
+        next_at += rng.expovariate(rate)
+        if len(tasks) >= max_outstanding:  # the client, not the server, is the bottleneck
+            tally.outcomes["client_skipped"] += 1
+            continue
+        task = asyncio.create_task(one_request(client, encoded, work, rng.choice(work.templates), tally, atol))
+        tasks.add(task)
+        tally.max_outstanding = max(tally.max_outstanding, len(tasks))
+        task.add_done_callback(tasks.discard)
+        offered.sent += 1
+    offered.send_seconds = time.monotonic() - start
+    if tasks:
+        await asyncio.wait(tasks, timeout=drain_s)
+    for task in list(tasks):  # not answered even within the client timeout: lost
+        task.cancel()
+        tally.outcomes["lost"] += 1
+    await sampling
+    offered.samples.append(sample(root, start, tally))
+    offered.seconds = time.monotonic() - start
+    return offered
 
 
-def server_latency(base_url: str) -> dict[str, float | None]:
-    """Quantiles (bucket upper bounds) of the gateway's own `total` latency histogram of 200s:
-    the server's view, free of the load generator's own queueing on a shared machine."""
+@dataclass
+class Offered:
+    """What the open loop did: its outcomes, memory samples, and the load it really delivered."""
+
+    tally: Tally = field(default_factory=Tally)
+    samples: list[Sample] = field(default_factory=list)
+    lateness: list[float] = field(default_factory=list)  # seconds each arrival left after its schedule
+    sent: int = 0
+    send_seconds: float = 0.0  # the arrival window
+    seconds: float = 0.0  # arrival window + drain
+
+
+def server_latency(base_url: str) -> dict[str, dict[str, float | None]]:
+    """Quantiles (bucket upper bounds) of the gateway's own histograms of /v1/embeddings 200s, per
+    phase of `embed_http_request_duration_seconds` (first byte to last; README "Metrics") and the
+    model part (`embed_request_duration_seconds{phase="total"}`: tokenize + Triton)."""
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
-    buckets: list[tuple[float, float]] = []
+    buckets: dict[str, list[tuple[float, float]]] = {}
     for line in text.splitlines():
-        if line.startswith("embed_request_duration_seconds_bucket{") and 'phase="total"' in line:
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((math.inf if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
-    buckets.sort()
-    total = buckets[-1][1] if buckets else 0
-    out: dict[str, float | None] = {}
-    for q in (50, 95, 99):
-        out[f"p{q}_le"] = next((le for le, count in buckets if count >= q / 100 * total), None) if total else None
+        if line.startswith("embed_http_request_duration_seconds_bucket{") and 'status="200"' in line \
+                and 'endpoint="/v1/embeddings"' in line:
+            name = line.split('phase="', 1)[1].split('"', 1)[0]
+        elif line.startswith("embed_request_duration_seconds_bucket{") and 'phase="total"' in line:
+            name = "model"
+        else:
+            continue
+        le = line.split('le="', 1)[1].split('"', 1)[0]
+        buckets.setdefault(name, []).append((math.inf if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    out: dict[str, dict[str, float | None]] = {}
+    for name, series in buckets.items():
+        series.sort()
+        total = series[-1][1] if series else 0
+        out[name] = {f"p{q}_le": next((le for le, n in series if n >= q / 100 * total), None) if total else None
+                     for q in (50, 99)}
     return out
 
 
@@ -429,6 +514,61 @@ def output_and_model(out: Path | None, model_dir: Path | None, *, prefix: str) -
     return out, model_dir.resolve()
 
 
+DELIVERED_SHARE = 0.95  # the soak fails when the load generator delivers less of the offered rate
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}"
+
+
+def cpu_split(server: str | None, client: str | None) -> tuple[set[int] | None, set[int] | None]:
+    """Disjoint CPU sets for the server and the load generator: given, or the machine's CPUs split
+    in two (first half server, second half client); None on a one-CPU machine (nothing to split)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if server is None and client is None:
+        if len(cpus) < 2:
+            return None, None
+        half = len(cpus) // 2
+        return set(cpus[:half]), set(cpus[half:])
+    parse = lambda spec: {int(c) for c in spec.split(",")} if spec else None
+    s, c = parse(server), parse(client)
+    if s and c and s & c:
+        raise SystemExit(f"soak: --server-cpus and --client-cpus overlap: {sorted(s & c)}")
+    return s, c
+
+
+def start_pinned(stack: Stack, cpus: set[int] | None) -> Stack:
+    """Start the stack with this process's affinity set to `cpus`: every server process inherits it
+    (and the compiler gives the model that many threads)."""
+    before = os.sched_getaffinity(0)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    try:
+        return stack.start()
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+async def drive(stack: Stack, root: int, work: Workload, args: argparse.Namespace,
+                client_timeout: float) -> tuple[Tally, float, Tally, Offered]:
+    """Warm-up, calibration and the soak, on one event loop and one lean client."""
+    port = int(stack.base_url.rsplit(":", 1)[1])
+    client = LeanClient("127.0.0.1", port, client_timeout)
+    encoded = Encoded.of(client, work)
+    try:
+        warm = await warm_up(client, encoded, work, args.max_concurrent, args.atol)
+        print(f"soak: warm-up {dict(warm.outcomes)}", flush=True)
+        capacity, cal = await calibrate(client, encoded, work, args.max_concurrent, args.calibrate_s, args.atol)
+        rate = args.overload * capacity
+        print(f"soak: capacity {capacity:.1f} req/s (calibration {dict(cal.outcomes)}); "
+              f"offering {rate:.1f} req/s for {args.minutes:g} min", flush=True)
+        run = await soak(client, encoded, root, work, rate, args.minutes * 60, client_timeout + 5, args.sample_s,
+                         max_outstanding=args.max_outstanding, atol=args.atol)
+    finally:
+        await client.close()
+    return warm, capacity, cal, run
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -445,6 +585,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="safety bound on client-side requests in flight (an arrival beyond it is skipped "
                              "and fails the run)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--server-cpus", help="CPUs for the appliance, e.g. 0 (default: the first half)")
+    parser.add_argument("--client-cpus", help="CPUs for the load generator, e.g. 1 (default: the second half)")
     args = parser.parse_args(argv)
 
     out, model_dir = output_and_model(args.out, args.model_dir, prefix="soak-")
@@ -460,30 +602,27 @@ def main(argv: list[str] | None = None) -> int:
         + model_toml(MODEL, model_dir, precision="fp32")
     )
     (out / "stack").mkdir(exist_ok=True)
-    stack = Stack(out / "stack", toml)
-    stack.start()
+    server_cpus, client_cpus = cpu_split(args.server_cpus, args.client_cpus)
+    stack = start_pinned(Stack(out / "stack", toml), server_cpus)
+    if client_cpus:
+        os.sched_setaffinity(0, client_cpus)  # the load generator from here on; the server keeps its own
+    print(f"soak: server on CPUs {sorted(server_cpus) if server_cpus else 'all'}, load generator on "
+          f"{sorted(client_cpus) if client_cpus else 'the same (not pinned)'}", flush=True)
     assert stack.process is not None
     root = stack.process.pid
-    url = f"{stack.base_url}/v1/embeddings"
     client_timeout = args.request_timeout + 10
     summary: dict[str, Any] = {"model_dir": str(model_dir), "minutes": args.minutes, "overload": args.overload,
-                               "max_concurrent_requests": args.max_concurrent}
+                               "max_concurrent_requests": args.max_concurrent,
+                               "server_cpus": sorted(server_cpus or []), "client_cpus": sorted(client_cpus or [])}
     try:
         pids_before = (procs.gateway(root), procs.tritonserver(root))
-        warm = asyncio.run(warm_up(url, work, args.max_concurrent, client_timeout, args.atol))
-        print(f"soak: warm-up {dict(warm.outcomes)}", flush=True)
-        capacity, cal = asyncio.run(
-            calibrate(url, work, args.max_concurrent, args.calibrate_s, client_timeout, args.atol))
-        rate = args.overload * capacity
-        print(f"soak: capacity {capacity:.1f} req/s (calibration {dict(cal.outcomes)}); "
-              f"offering {rate:.1f} req/s for {args.minutes:g} min", flush=True)
-        tally, samples, sent, elapsed = asyncio.run(soak(
-            url, root, work, rate, args.minutes * 60, client_timeout, args.sample_s,
-            max_outstanding=args.max_outstanding, atol=args.atol))
+        warm, capacity, cal, run = asyncio.run(drive(stack, root, work, args, client_timeout), debug=False)
         pids_after = (procs.gateway(root), procs.tritonserver(root))
         server_side = server_latency(stack.base_url)
     finally:
         code = stack.stop()
+    rate = args.overload * capacity
+    tally, samples, sent, elapsed = run.tally, run.samples, run.sent, run.seconds
     log = stack.log()
 
     gateway_pids = {s.gateway_pid for s in samples} | {p.pid if p else None for p in (pids_before[0], pids_after[0])}
@@ -496,7 +635,16 @@ def main(argv: list[str] | None = None) -> int:
     ]
     o = tally.outcomes
     answered = sum(v for k, v in o.items() if k not in ("client_skipped",))
+    delivered = sent / run.send_seconds if run.send_seconds else 0.0
+    capacity_p99 = percentile(cal.latencies, 99)
+    ok_p99 = percentile(tally.latencies, 99)
     summary.update({
+        "delivered_rps": round(delivered, 2), "delivered_vs_offered": round(delivered / rate, 3) if rate else None,
+        "arrival_lateness_s": {"p50": percentile(run.lateness, 50), "p99": percentile(run.lateness, 99),
+                               "max": max(run.lateness, default=None)},
+        "goodput_vs_capacity": round(o["ok"] / run.send_seconds / capacity, 3) if capacity else None,
+        "latency_ok_at_capacity_s": {"p50": percentile(cal.latencies, 50), "p99": capacity_p99},
+        "p99_vs_capacity_p99": round(ok_p99 / capacity_p99, 2) if ok_p99 and capacity_p99 else None,
         "capacity_rps": round(capacity, 2), "offered_rps": round(rate, 2), "seconds": round(elapsed, 1),
         "sent": sent, "answered": answered, "outcomes": dict(o),
         "ok_rps": round(o["ok"] / elapsed, 2), "max_outstanding": tally.max_outstanding,
@@ -528,6 +676,9 @@ def main(argv: list[str] | None = None) -> int:
         failures.append("a Traceback in the appliance log")
     if o["client_skipped"]:
         failures.append(f"the load generator could not keep up: {o['client_skipped']} arrivals skipped")
+    if rate and delivered < DELIVERED_SHARE * rate:
+        failures.append(f"the load generator delivered {delivered:.1f} req/s, short of the {rate:.1f} offered "
+                        f"(below {DELIVERED_SHARE:.0%})")
     summary["failures"] = failures
     summary["pass"] = not failures
 
@@ -543,8 +694,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"soak: 200 latency (client side) p50 {lat['p50']:.3f}s p95 {lat['p95']:.3f}s p99 {lat['p99']:.3f}s "
               f"max {lat['max']:.3f}s; {summary['ok_rps']} ok/s; {summary['shed_fraction']:.0%} shed with 429; "
               f"at most {tally.max_outstanding} requests outstanding")
-    print("soak: the gateway's own latency histogram (200s, whole run): "
-          + ", ".join(f"{k.replace('_le', '')} <= {v}s" for k, v in server_side.items()))
+    print(f"soak: delivered {delivered:.1f} req/s of {rate:.1f} offered ({summary['delivered_vs_offered']:.1%}); "
+          f"arrivals left p99 {_ms(summary['arrival_lateness_s']['p99'])} ms after their schedule; "
+          f"goodput {summary['goodput_vs_capacity']}x capacity; admitted p99 {summary['p99_vs_capacity_p99']}x "
+          f"its p99 at capacity ({_ms(capacity_p99)} ms)")
+    print("soak: the gateway's own histograms of the 200s (whole run, bucket bounds; first byte to last byte "
+          "by phase, and tokenize + Triton as `model`): "
+          + "; ".join(f"{phase} " + ", ".join(f"{k.replace('_le', '')} <= {v}s" for k, v in qs.items())
+                      for phase, qs in server_side.items()))
     for m in memory:
         print(f"soak: RSS {m['process']}: {m}")
     print(f"soak: curve {out / 'soak.csv'}, {out / 'soak.svg'}" + (f", {out / 'soak.png'}" if png else ""))
