@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,8 @@ class Tally:
     shed_latencies: list[float] = field(default_factory=list)  # 429s
     problems: list[str] = field(default_factory=list)  # first few, for the report
     max_outstanding: int = 0  # open loop: the most requests in flight at once (client side)
+    ok_tokens: int = 0  # tokens of the correct 200s: goodput by work, not by request count
+    seconds: float = 0.0  # closed loop: how long it ran
 
     def problem(self, what: str) -> None:
         if len(self.problems) < 20:
@@ -225,6 +228,7 @@ async def one_request(client: LeanClient, encoded: Encoded, work: Workload, t: T
         if wrong is None:
             tally.outcomes["ok"] += 1
             tally.latencies.append(seconds)
+            tally.ok_tokens += sum(work.tokens[(text, t.task)] for text in t.texts)
         else:
             tally.outcomes["wrong"] += 1
             tally.problem(f"wrong answer: {wrong}")
@@ -276,8 +280,8 @@ async def calibrate(client: LeanClient, encoded: Encoded, work: Workload, client
 
     started = time.monotonic()
     await asyncio.gather(*(closed_loop() for _ in range(clients)))
-    elapsed = time.monotonic() - started
-    return tally.outcomes["ok"] / elapsed, tally
+    tally.seconds = time.monotonic() - started
+    return tally.outcomes["ok"] / tally.seconds, tally
 
 
 @dataclass
@@ -307,10 +311,11 @@ def sample(root: int, start: float, tally: Tally) -> Sample:
 
 
 async def soak(client: LeanClient, encoded: Encoded, root: int, work: Workload, rate: float, seconds: float,
-               drain_s: float, sample_s: float, max_outstanding: int, atol: float) -> Offered:
+               drain_s: float, sample_s: float, max_outstanding: int, atol: float,
+               before: Callable[[], dict[str, dict[str, float]]] = dict) -> Offered:
     """Open loop: arrivals at `rate`/s (Poisson) for `seconds`, regardless of how the server keeps up.
     Records how late each request left against its scheduled arrival: the load actually delivered."""
-    offered = Offered()
+    offered = Offered(histograms_before=before())
     tally = offered.tally
     rng = random.Random(2)
     start = time.monotonic()
@@ -363,30 +368,41 @@ class Offered:
     sent: int = 0
     send_seconds: float = 0.0  # the arrival window
     seconds: float = 0.0  # arrival window + drain
+    histograms_before: dict[str, dict[str, float]] = field(default_factory=dict)  # the gateway's, at the start
 
 
-def server_latency(base_url: str) -> dict[str, dict[str, float | None]]:
-    """Quantiles (bucket upper bounds) of the gateway's own histograms of /v1/embeddings 200s, per
-    phase of `embed_http_request_duration_seconds` (first byte to last; README "Metrics") and the
-    model part (`embed_request_duration_seconds{phase="total"}`: tokenize + Triton)."""
-    text = httpx.get(f"{base_url}/metrics", timeout=10).text
-    buckets: dict[str, list[tuple[float, float]]] = {}
-    for line in text.splitlines():
-        if line.startswith("embed_http_request_duration_seconds_bucket{") and 'status="200"' in line \
+def histograms(base_url: str) -> dict[str, dict[str, float]]:
+    """The gateway's histograms of /v1/embeddings 200s, cumulative: per phase of
+    `embed_http_request_duration_seconds` (first byte to last; README "Metrics") and the model part
+    (`embed_request_duration_seconds{phase="total"}`: tokenize + Triton), as {bucket bound or "sum": value}."""
+    out: dict[str, dict[str, float]] = {}
+    for line in httpx.get(f"{base_url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("embed_http_request_duration_seconds_") and 'status="200"' in line \
                 and 'endpoint="/v1/embeddings"' in line:
             name = line.split('phase="', 1)[1].split('"', 1)[0]
-        elif line.startswith("embed_request_duration_seconds_bucket{") and 'phase="total"' in line:
+        elif line.startswith("embed_request_duration_seconds_") and 'phase="total"' in line:
             name = "model"
         else:
             continue
-        le = line.split('le="', 1)[1].split('"', 1)[0]
-        buckets.setdefault(name, []).append((math.inf if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+        value = float(line.rsplit(" ", 1)[1])
+        if "_bucket{" in line:
+            out.setdefault(name, {})[line.split('le="', 1)[1].split('"', 1)[0]] = value
+        elif "_sum{" in line:
+            out.setdefault(name, {})["sum"] = value
+    return out
+
+
+def server_latency(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    """Quantiles (bucket upper bounds) and the exact mean of the 200s between two scrapes: the soak's
+    own requests, not the warm-up's or the calibration's."""
     out: dict[str, dict[str, float | None]] = {}
-    for name, series in buckets.items():
-        series.sort()
+    for name, cumulative in after.items():
+        diff = {k: v - before.get(name, {}).get(k, 0.0) for k, v in cumulative.items()}
+        series = sorted((math.inf if k == "+Inf" else float(k), v) for k, v in diff.items() if k != "sum")
         total = series[-1][1] if series else 0
         out[name] = {f"p{q}_le": next((le for le, n in series if n >= q / 100 * total), None) if total else None
                      for q in (50, 99)}
+        out[name]["mean"] = round(diff.get("sum", 0.0) / total, 4) if total else None
     return out
 
 
@@ -563,7 +579,8 @@ async def drive(stack: Stack, root: int, work: Workload, args: argparse.Namespac
         print(f"soak: capacity {capacity:.1f} req/s (calibration {dict(cal.outcomes)}); "
               f"offering {rate:.1f} req/s for {args.minutes:g} min", flush=True)
         run = await soak(client, encoded, root, work, rate, args.minutes * 60, client_timeout + 5, args.sample_s,
-                         max_outstanding=args.max_outstanding, atol=args.atol)
+                         max_outstanding=args.max_outstanding, atol=args.atol,
+                         before=lambda: histograms(stack.base_url))
     finally:
         await client.close()
     return warm, capacity, cal, run
@@ -618,11 +635,12 @@ def main(argv: list[str] | None = None) -> int:
         pids_before = (procs.gateway(root), procs.tritonserver(root))
         warm, capacity, cal, run = asyncio.run(drive(stack, root, work, args, client_timeout), debug=False)
         pids_after = (procs.gateway(root), procs.tritonserver(root))
-        server_side = server_latency(stack.base_url)
+        histograms_after = histograms(stack.base_url)
     finally:
         code = stack.stop()
     rate = args.overload * capacity
     tally, samples, sent, elapsed = run.tally, run.samples, run.sent, run.seconds
+    server_side = server_latency(run.histograms_before, histograms_after)
     log = stack.log()
 
     gateway_pids = {s.gateway_pid for s in samples} | {p.pid if p else None for p in (pids_before[0], pids_after[0])}
@@ -643,6 +661,12 @@ def main(argv: list[str] | None = None) -> int:
         "arrival_lateness_s": {"p50": percentile(run.lateness, 50), "p99": percentile(run.lateness, 99),
                                "max": max(run.lateness, default=None)},
         "goodput_vs_capacity": round(o["ok"] / run.send_seconds / capacity, 3) if capacity else None,
+        # The same by tokens: request sizes vary 100x in this mix, so a short calibration's request
+        # rate is a noisy capacity; its token rate is not.
+        "capacity_tokens_per_s": round(cal.ok_tokens / cal.seconds, 1) if cal.seconds else None,
+        "goodput_tokens_per_s": round(tally.ok_tokens / run.send_seconds, 1) if run.send_seconds else None,
+        "goodput_tokens_vs_capacity": round(tally.ok_tokens / run.send_seconds / (cal.ok_tokens / cal.seconds), 3)
+        if cal.ok_tokens and run.send_seconds else None,
         "latency_ok_at_capacity_s": {"p50": percentile(cal.latencies, 50), "p99": capacity_p99},
         "p99_vs_capacity_p99": round(ok_p99 / capacity_p99, 2) if ok_p99 and capacity_p99 else None,
         "capacity_rps": round(capacity, 2), "offered_rps": round(rate, 2), "seconds": round(elapsed, 1),
@@ -650,7 +674,8 @@ def main(argv: list[str] | None = None) -> int:
         "ok_rps": round(o["ok"] / elapsed, 2), "max_outstanding": tally.max_outstanding,
         "shed_fraction": round(o["shed_429"] / max(1, sent), 3),
         "latency_ok_s": {f"p{q}": percentile(tally.latencies, q) for q in (50, 95, 99)} | {
-            "max": max(tally.latencies, default=None)},
+            "max": max(tally.latencies, default=None),
+            "mean": round(statistics.fmean(tally.latencies), 4) if tally.latencies else None},
         "latency_429_s": {f"p{q}": percentile(tally.shed_latencies, q) for q in (50, 99)},
         "server_latency_ok_s": server_side,
         "memory": memory, "process_restarts": restarts, "appliance_exit_code": code,
@@ -696,12 +721,15 @@ def main(argv: list[str] | None = None) -> int:
               f"at most {tally.max_outstanding} requests outstanding")
     print(f"soak: delivered {delivered:.1f} req/s of {rate:.1f} offered ({summary['delivered_vs_offered']:.1%}); "
           f"arrivals left p99 {_ms(summary['arrival_lateness_s']['p99'])} ms after their schedule; "
-          f"goodput {summary['goodput_vs_capacity']}x capacity; admitted p99 {summary['p99_vs_capacity_p99']}x "
+          f"goodput {summary['goodput_vs_capacity']}x capacity by requests, "
+          f"{summary['goodput_tokens_vs_capacity']}x by tokens ({summary['goodput_tokens_per_s']} of "
+          f"{summary['capacity_tokens_per_s']} tok/s); admitted p99 {summary['p99_vs_capacity_p99']}x "
           f"its p99 at capacity ({_ms(capacity_p99)} ms)")
-    print("soak: the gateway's own histograms of the 200s (whole run, bucket bounds; first byte to last byte "
+    print("soak: the gateway's own histograms of the soak's 200s (bucket bounds and mean; first byte to last byte "
           "by phase, and tokenize + Triton as `model`): "
-          + "; ".join(f"{phase} " + ", ".join(f"{k.replace('_le', '')} <= {v}s" for k, v in qs.items())
-                      for phase, qs in server_side.items()))
+          + "; ".join(f"{phase} " + ", ".join(f"{k.replace('_le', ' <=')} {v}s" for k, v in qs.items())
+                      for phase, qs in server_side.items())
+          + f"; client side: mean {lat['mean']}s")
     for m in memory:
         print(f"soak: RSS {m['process']}: {m}")
     print(f"soak: curve {out / 'soak.csv'}, {out / 'soak.svg'}" + (f", {out / 'soak.png'}" if png else ""))

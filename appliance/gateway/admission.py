@@ -7,8 +7,9 @@ full Litestar path (request log line, routing, the key guard, an exception, its 
 is read, the body left unparsed, one counter, and at most one log line per `LOG_EVERY_S` saying how
 many were refused.
 
-A refusal here comes before authentication (as in TEI, whose permit check is the first thing a
-request meets): an overloaded server says so to any caller. Where keys have per-minute limits,
+A refusal here comes before authentication: an overloaded server says so to any caller (TEI
+checks its permit first in the handler, after its API-key layer; here the refusal is cheaper than
+the key check it would wait for). Where keys have per-minute limits,
 OpenAI's `x-ratelimit-*` headers belong on every answer to those keys, so the refusal goes the full
 way instead (the route raises it with the headers).
 """
