@@ -112,6 +112,9 @@ class ConnectionGuard:
 
             def _head_timed_out(self) -> None:
                 self._head_timer = None
+                if self.cycle is not None and not self.cycle.response_complete:
+                    self._arm_head_timer()  # a pipelined head behind a response in progress: not before it ends
+                    return
                 if not self.transport.is_closing():
                     guard.on_refused("head_timeout")
                     self.transport.close()
