@@ -105,6 +105,19 @@ class BackendUnavailableError(ApplianceError):
     retry_after = 2
 
 
+class TooManyConnectionsError(ApplianceError):
+    """Refused at connect time: `[limits] max_connections` are already open (the connection is closed)."""
+
+    status_code = 503
+    error_type = "server_error"
+    description = (
+        "`[limits] max_connections` connections already open: a new one is answered this and closed; retry after "
+        "`Retry-After` seconds"
+    )
+    code = "too_many_connections"
+    retry_after = 1
+
+
 class RequestTimeoutError(ApplianceError):
     """The request was not answered within `[limits] request_timeout_s`."""
 
@@ -115,6 +128,8 @@ class RequestTimeoutError(ApplianceError):
 
 
 # What a client of the HTTP API can get, in status order (ConfigError never reaches a client).
+# Of the two 503s BackendUnavailableError comes last: lookups keyed by status (the OpenAPI 503,
+# Litestar's own 503s) keep its type and description.
 HTTP_ERRORS: tuple[type[ApplianceError], ...] = (
     InvalidRequestError,
     AuthenticationError,
@@ -123,6 +138,7 @@ HTTP_ERRORS: tuple[type[ApplianceError], ...] = (
     UnsupportedMediaTypeError,
     RateLimitError,
     HeadersTooLargeError,
+    TooManyConnectionsError,
     BackendUnavailableError,
     RequestTimeoutError,
     ApplianceError,

@@ -18,14 +18,16 @@ waited for the event loop (README, "Metrics").
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from appliance.errors import TooManyConnectionsError
+from appliance.gateway.errors import error_body
 from appliance.gateway.requestlog import TIMING  # scope["extensions"][TIMING] = (first byte, head parsed)
 
 
@@ -41,20 +43,13 @@ class ConnectionGuard:
     refusal: bytes = field(init=False)
 
     def __post_init__(self) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "message": f"too many open connections (at most {self.max_connections}); retry shortly",
-                    "type": "server_error",
-                    "param": None,
-                    "code": "too_many_connections",
-                }
-            }
-        ).encode()
+        exc = TooManyConnectionsError(f"too many open connections (at most {self.max_connections}); retry shortly")
+        body = error_body(exc)
         self.refusal = (
-            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
-            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-        )
+            f"HTTP/1.1 {exc.status_code} {HTTPStatus(exc.status_code).phrase}\r\n"
+            f"content-type: application/json\r\nretry-after: {exc.retry_after}\r\n"
+            f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+        ).encode() + body
 
     def protocol(self) -> type[HttpToolsProtocol]:
         """The protocol class to hand to uvicorn as `http=`."""
