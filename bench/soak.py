@@ -48,6 +48,7 @@ import httpx
 import msgspec
 import numpy as np
 import numpy.typing as npt
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness import procs
 from harness.reference import Reference
@@ -372,23 +373,28 @@ class Offered:
 
 
 def histograms(base_url: str) -> dict[str, dict[str, float]]:
-    """The gateway's histograms of /v1/embeddings 200s, cumulative: per phase of
-    `embed_http_request_duration_seconds` (first byte to last; README "Metrics") and the model part
-    (`embed_request_duration_seconds{phase="total"}`: tokenize + Triton), as {bucket bound or "sum": value}."""
+    """The gateway's histograms of /v1/embeddings 200s, cumulative, scraped from its /metrics."""
+    return parse_histograms(httpx.get(f"{base_url}/metrics", timeout=10).text)
+
+
+def parse_histograms(text: str) -> dict[str, dict[str, float]]:
+    """Per phase of `embed_http_request_duration_seconds` (first byte to last; README "Metrics") and the
+    model part (`embed_request_duration_seconds{phase="total"}`: tokenize + Triton), as {bucket bound
+    (the `le` label as written, e.g. "0.05", "+Inf") or "sum": value}, from a /metrics text."""
     out: dict[str, dict[str, float]] = {}
-    for line in httpx.get(f"{base_url}/metrics", timeout=10).text.splitlines():
-        if line.startswith("embed_http_request_duration_seconds_") and 'status="200"' in line \
-                and 'endpoint="/v1/embeddings"' in line:
-            name = line.split('phase="', 1)[1].split('"', 1)[0]
-        elif line.startswith("embed_request_duration_seconds_") and 'phase="total"' in line:
-            name = "model"
-        else:
-            continue
-        value = float(line.rsplit(" ", 1)[1])
-        if "_bucket{" in line:
-            out.setdefault(name, {})[line.split('le="', 1)[1].split('"', 1)[0]] = value
-        elif "_sum{" in line:
-            out.setdefault(name, {})["sum"] = value
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            metric, _, kind = s.name.rpartition("_")
+            if kind not in ("bucket", "sum"):
+                continue
+            if metric == "embed_http_request_duration_seconds" and s.labels.get("status") == "200" \
+                    and s.labels.get("endpoint") == "/v1/embeddings":
+                name = s.labels["phase"]
+            elif metric == "embed_request_duration_seconds" and s.labels.get("phase") == "total":
+                name = "model"
+            else:
+                continue
+            out.setdefault(name, {})[s.labels["le"] if kind == "bucket" else "sum"] = s.value
     return out
 
 
