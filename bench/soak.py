@@ -5,7 +5,8 @@
     python bench/soak.py --model-dir DIR     # any jina-v3 / sentence-transformer folder
 
 1. Starts `appliance serve` (supervisord + tritonserver + gateway) on free loopback ports with
-   `[limits] max_concurrent_requests` (default 4) and `request_timeout_s` (default 30).
+   `[limits] max_concurrent_requests` (default 4), `max_queued_requests` (default: as many) and
+   `request_timeout_s` (default 30).
 2. Calibrates: `max_concurrent_requests` closed-loop clients for `--calibrate-s` seconds; the 200s
    per second they get is the capacity for this request mix.
 3. Soaks: open-loop arrivals at `--overload` (2.0) x capacity for `--minutes`. Every response is
@@ -600,6 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, help="model folder (default: build the tiny jina-shaped model)")
     parser.add_argument("--out", type=Path, help="output folder (default: a new temporary folder)")
     parser.add_argument("--max-concurrent", type=int, default=4, help="[limits] max_concurrent_requests")
+    parser.add_argument("--max-queued", type=int, default=None,
+                        help="[limits] max_queued_requests (default: --max-concurrent; 0 = no queue)")
     parser.add_argument("--request-timeout", type=float, default=30.0, help="[limits] request_timeout_s")
     parser.add_argument("--calibrate-s", type=float, default=20.0, help="capacity measurement (default 20 s)")
     parser.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling interval (default 5 s)")
@@ -611,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-cpus", help="CPUs for the appliance, e.g. 0 (default: the first half)")
     parser.add_argument("--client-cpus", help="CPUs for the load generator, e.g. 1 (default: the second half)")
     args = parser.parse_args(argv)
+    if args.max_queued is None:
+        args.max_queued = args.max_concurrent
 
     out, model_dir = output_and_model(args.out, args.model_dir, prefix="soak-")
     print(f"soak: model {model_dir}; output {out}", flush=True)
@@ -621,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
 
     toml = (
         ports_toml()
-        + f"[limits]\nmax_concurrent_requests = {args.max_concurrent}\nrequest_timeout_s = {args.request_timeout}\n"
+        + f"[limits]\nmax_concurrent_requests = {args.max_concurrent}\nmax_queued_requests = {args.max_queued}\n"
+        + f"request_timeout_s = {args.request_timeout}\n"
         + model_toml(MODEL, model_dir, precision="fp32")
     )
     (out / "stack").mkdir(exist_ok=True)
@@ -635,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     root = stack.process.pid
     client_timeout = args.request_timeout + 10
     summary: dict[str, Any] = {"model_dir": str(model_dir), "minutes": args.minutes, "overload": args.overload,
-                               "max_concurrent_requests": args.max_concurrent,
+                               "max_concurrent_requests": args.max_concurrent, "max_queued_requests": args.max_queued,
                                "server_cpus": sorted(server_cpus or []), "client_cpus": sorted(client_cpus or [])}
     try:
         pids_before = (procs.gateway(root), procs.tritonserver(root))

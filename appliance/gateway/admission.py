@@ -5,7 +5,9 @@ full Litestar path (request log line, routing, the key guard, an exception, its 
 429 cost the gateway 0.65-0.69 ms of CPU, 16 % of a whole 200 on tiny-jina
 (docs/performance.md, "Cheap refusals"). Here it is a constant response written before the body
 is read, the body left unparsed, one counter, and at most one log line per `LOG_EVERY_S` saying how
-many were refused.
+many were refused. With `[limits] max_queued_requests` a request finding no permit first waits in
+line for one (`ConcurrencyLimiter.queue_for`), before its body is read, and is refused only when
+the line is full or its wait runs out.
 
 A refusal here comes before authentication: an overloaded server says so to any caller (TEI
 checks its permit first in the handler, after its API-key layer; here the refusal is cheaper than
@@ -35,10 +37,17 @@ LOG_EVERY_S = 10.0
 
 class Admission:
     def __init__(
-        self, app: ASGIApp, *, limiter: ConcurrencyLimiter, full_refusals: bool, on_refused: Callable[[], None]
+        self,
+        app: ASGIApp,
+        *,
+        limiter: ConcurrencyLimiter,
+        queue_timeout_s: float,
+        full_refusals: bool,
+        on_refused: Callable[[], None],
     ) -> None:
         self.app = app
         self.limiter = limiter
+        self.queue_timeout_s = queue_timeout_s
         self.full_refusals = full_refusals
         self.on_refused = on_refused
         exc = limiter.overloaded()
@@ -57,7 +66,7 @@ class Admission:
             await self.app(scope, receive, send)
             return
         limiter = self.limiter
-        if not limiter.try_take():
+        if not limiter.try_take() and not (limiter.max_queued and await limiter.queue_for(self.queue_timeout_s)):
             if self.full_refusals:
                 scope.setdefault("state", {})[OVERLOADED] = True
                 await self.app(scope, receive, send)

@@ -85,14 +85,22 @@ def create_app(settings: GatewaySettings, backend: EmbeddingBackend | None = Non
     def request_log(app: ASGIApp) -> ASGIApp:
         return RequestLog(app, json_format=settings.log_format == "json", on_finish=count_request)
 
-    limiter = ConcurrencyLimiter(settings.limits.max_concurrent_requests)
+    limits = settings.limits
+    limiter = ConcurrencyLimiter(limits.max_concurrent_requests, limits.max_queued_requests)
+    metrics.queued.set_function(lambda: limiter.queued)
 
     def refused() -> None:
         metrics.rejected.labels("overloaded").inc()
         metrics.requests.labels("/v1/embeddings", "-", "-", "429", "-").inc()
 
     def admission(app: ASGIApp) -> ASGIApp:
-        return Admission(app, limiter=limiter, full_refusals=bool(per_key), on_refused=refused)
+        return Admission(
+            app,
+            limiter=limiter,
+            queue_timeout_s=min(limits.queue_timeout_s, limits.request_timeout_s),
+            full_refusals=bool(per_key),
+            on_refused=refused,
+        )
 
     return Litestar(
         route_handlers=[*ROUTES, openapi, *docs_handlers()],

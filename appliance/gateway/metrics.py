@@ -66,6 +66,9 @@ class GatewayMetrics:
             registry=r,
         )
         self.in_flight = Gauge("embed_in_flight_requests", "Requests being processed", registry=r)
+        self.queued = Gauge(
+            "embed_queued_requests", "Requests waiting for a permit ([limits] max_queued_requests)", registry=r
+        )
         self.abandoned = Gauge(
             "embed_abandoned_requests",
             "Requests answered 504 whose work is still running (it keeps its permit)",

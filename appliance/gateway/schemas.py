@@ -161,6 +161,8 @@ class LimitsInfo(msgspec.Struct, frozen=True, kw_only=True):
     max_tokens_per_request: int
     max_body_bytes: int
     max_concurrent_requests: int
+    max_queued_requests: int
+    queue_timeout_s: float
     request_timeout_s: float
     triton_max_queue_size: int
     triton_queue_timeout_ms: int

@@ -152,6 +152,11 @@ class LimitsSpec(Base, frozen=True):
     # Backpressure: requests beyond this many in flight get 429 + Retry-After at once. A request
     # answered 504 still counts while its work runs on in Triton (`embed_abandoned_requests`).
     max_concurrent_requests: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 64
+    # ...unless a queue is set: then up to this many more wait for a permit, in arrival order, each
+    # at most queue_timeout_s (capped by request_timeout_s), then 429. With few permits it keeps
+    # them busy under overload (appliance/gateway/limits.py). 0: no queue.
+    max_queued_requests: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 0
+    queue_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 2.0
     # A request not answered within this time ends in 504 (never a hang).
     request_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
     # Triton's queue policy, off unless set: at most this many queued requests per model (then

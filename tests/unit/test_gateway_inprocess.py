@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
-from litestar.testing import TestClient
+from litestar.testing import AsyncTestClient, TestClient
 
 from appliance.compile.compiler import compile_spec
 from appliance.errors import BackendUnavailableError
@@ -220,3 +221,31 @@ def test_tokenize_returns_the_ids_the_model_sees(client: TestClient[Any]) -> Non
     assert r.status_code == 200, r.text
     tokens = r.json()["tokens"][0]
     assert tokens[0]["special"] and tokens[-1]["special"] and not tokens[1]["special"]  # <s> hello </s>
+
+
+def test_with_a_queue_a_request_beyond_the_permits_waits_for_one_and_the_next_is_refused(
+    tmp_path: Path, tiny_jina_dir: Path
+) -> None:
+    toml = (
+        "[limits]\nmax_concurrent_requests = 1\nmax_queued_requests = 1\nqueue_timeout_s = 5\nrequest_timeout_s = 5\n"
+        + model_toml("tiny-jina", tiny_jina_dir, precision="fp32")
+    )
+    settings = compile_spec(parse_spec(toml), tmp_path, tmp_path, capabilities=()).gateway
+    backend = FakeBackend()
+    backend.delay_s = 0.3
+
+    async def scenario() -> list[int]:
+        app = create_app(settings, backend=backend)
+        # Litestar's test client for the lifespan; httpx's ASGI transport to send concurrently on this loop
+        async with AsyncTestClient(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
+
+            async def post(after_s: float) -> int:
+                await asyncio.sleep(after_s)
+                r = await client.post("http://gateway/v1/embeddings", json={"model": "tiny-jina", "input": "x"})
+                return r.status_code
+
+            # one runs, one waits in line for its permit, the third finds the line full
+            return list(await asyncio.gather(post(0.0), post(0.05), post(0.1)))
+
+    assert asyncio.run(scenario()) == [200, 200, 429]
+    assert len(backend.calls) == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,6 +67,110 @@ def test_the_limiter_never_has_more_than_its_limit_in_flight_and_refuses_only_wh
             limiter.release()
             held -= 1
         assert limiter.in_flight == held <= limit
+
+
+# --------------------------------------------------------------------------- ConcurrencyLimiter: the queue
+
+
+def test_without_a_queue_a_request_finding_no_permit_is_refused_at_once() -> None:
+    async def scenario() -> None:
+        limiter = ConcurrencyLimiter(1)
+        assert limiter.try_take()
+        assert await limiter.queue_for(10.0) is False
+        assert limiter.in_flight == 1 and limiter.queued == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_freed_permit_goes_to_the_oldest_waiter_and_the_count_stays() -> None:
+    async def scenario() -> None:
+        limiter = ConcurrencyLimiter(1, max_queued=2)
+        assert limiter.try_take()
+        first = asyncio.ensure_future(limiter.queue_for(10.0))
+        second = asyncio.ensure_future(limiter.queue_for(10.0))
+        await asyncio.sleep(0)
+        assert limiter.queued == 2
+        assert await limiter.queue_for(10.0) is False  # the line is full: refused at once
+        assert not limiter.try_take()  # nobody jumps the line
+        limiter.release()
+        assert await first is True and not second.done()
+        assert limiter.in_flight == 1 and limiter.queued == 1  # handed over, not returned to the pool
+        limiter.release()
+        assert await second is True
+        limiter.release()
+        assert limiter.in_flight == 0 and limiter.queued == 0 and limiter.try_take()
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_gives_up_after_its_timeout_and_leaves_the_line() -> None:
+    async def scenario() -> None:
+        limiter = ConcurrencyLimiter(1, max_queued=1)
+        assert limiter.try_take()
+        assert await limiter.queue_for(0.01) is False
+        assert limiter.queued == 0
+        limiter.release()
+        assert limiter.in_flight == 0  # the permit went back to the pool, not to the departed waiter
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_waiter_leaves_the_line_and_a_permit_handed_to_it_is_given_back() -> None:
+    async def scenario() -> None:
+        limiter = ConcurrencyLimiter(1, max_queued=2)
+        assert limiter.try_take()
+        gone = asyncio.ensure_future(limiter.queue_for(10.0))
+        await asyncio.sleep(0)
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert limiter.queued == 0
+        # Handed a permit, then cancelled before it ran: the permit moves on, nothing leaks.
+        late = asyncio.ensure_future(limiter.queue_for(10.0))
+        await asyncio.sleep(0)
+        limiter.release()  # hands the permit to `late`...
+        late.cancel()  # ...which is cancelled before it resumes
+        with pytest.raises(asyncio.CancelledError):
+            await late
+        assert limiter.in_flight == 0 and limiter.queued == 0
+
+    asyncio.run(scenario())
+
+
+@given(st.integers(1, 4), st.integers(0, 4), st.lists(st.sampled_from(["take", "release", "expire"]), max_size=80))
+@settings(max_examples=200, deadline=None)
+def test_with_a_queue_permits_never_exceed_the_limit_and_none_idles_while_someone_waits(
+    limit: int, max_queued: int, ops: list[str]
+) -> None:
+    async def scenario() -> None:
+        limiter = ConcurrencyLimiter(limit, max_queued)
+        held = 0
+        waiting: list[asyncio.Future[bool]] = []
+        for op in ops:
+            if op == "take":
+                if limiter.try_take():
+                    held += 1
+                else:
+                    waiting.append(asyncio.ensure_future(limiter.queue_for(3600.0)))
+            elif op == "release" and held:
+                limiter.release()
+                held -= 1
+            elif op == "expire" and waiting:
+                waiting.pop(0).cancel()
+            await asyncio.sleep(0)
+            for waiter in [w for w in waiting if w.done()]:
+                waiting.remove(waiter)
+                if not waiter.cancelled() and waiter.result():
+                    held += 1
+            assert limiter.in_flight == held <= limit
+            assert limiter.queued <= max_queued
+            if limiter.queued:
+                assert held == limit  # a permit never stands idle while a request waits
+        for waiter in waiting:
+            waiter.cancel()
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
 
 
 # --------------------------------------------------------------------------- KeyRateLimiter: requests
@@ -209,8 +315,19 @@ def test_the_token_window_always_equals_the_tokens_of_requests_from_the_last_min
 # --------------------------------------------------------------------------- OpenAI's headers
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(0, "0ms"), (0.0171, "18ms"), (0.9995, "1s"), (1, "1s"),
-                                               (8.64, "8.64s"), (59.4381, "59.439s"), (60, "1m0s"), (61.5, "1m1.5s")])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0ms"),
+        (0.0171, "18ms"),
+        (0.9995, "1s"),
+        (1, "1s"),
+        (8.64, "8.64s"),
+        (59.4381, "59.439s"),
+        (60, "1m0s"),
+        (61.5, "1m1.5s"),
+    ],
+)
 def test_reset_durations_are_written_as_openai_writes_them(seconds: float, text: str) -> None:
     assert openai_duration(seconds) == text
 
@@ -219,8 +336,12 @@ def test_headers_report_limit_remaining_and_when_remaining_rises() -> None:
     clock = FakeClock()
     limiter = KeyRateLimiter({"k": (3, 100), "open": (None, None)}, clock=clock)
     assert limiter.headers("k") == {
-        "x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "0ms",
-        "x-ratelimit-limit-tokens": "100", "x-ratelimit-remaining-tokens": "100", "x-ratelimit-reset-tokens": "0ms",
+        "x-ratelimit-limit-requests": "3",
+        "x-ratelimit-remaining-requests": "3",
+        "x-ratelimit-reset-requests": "0ms",
+        "x-ratelimit-limit-tokens": "100",
+        "x-ratelimit-remaining-tokens": "100",
+        "x-ratelimit-reset-tokens": "0ms",
     }
     limiter.add_tokens("k", 30, limiter.check("k"))
     clock.advance(10)
