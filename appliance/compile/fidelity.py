@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.models.engines import Array, EngineName, Precision, open_engine
+from appliance.models.engines import Array, Engine, EngineName, Precision, open_engine
 from appliance.ops.packing import pack_by_length, pad_rows
 from appliance.ops.pooling import l2_normalize, masked_mean
 from appliance.spec.tokenizer import load_tokenizer
@@ -182,26 +182,27 @@ def embed_probes(
         threads=serving.threads,
         cache_dir=cache_dir,
     )
-    max_batch_tokens, max_rows, task_ids, pad_id = (
-        serving.max_batch_tokens,
-        serving.max_rows,
-        serving.task_ids,
-        serving.pad_id,
-    )
+    try:
+        return embed_with(model, probes, serving)
+    finally:
+        del model
+        gc.collect()
+
+
+def embed_with(model: Engine, probes: Sequence[tuple[str | None, list[int]]], serving: Serving) -> Array:
+    """`embed_probes` on an engine already open: grouped by task, packed, masked mean, L2."""
     out: list[Array | None] = [None] * len(probes)
     by_task: dict[str | None, list[int]] = {}
     for index, (task, _) in enumerate(probes):
         by_task.setdefault(task, []).append(index)
     for task, members in by_task.items():
         lengths = [len(probes[i][1]) for i in members]
-        for run in pack_by_length(lengths, max_batch_tokens, max_rows):
-            ids, mask = pad_rows([probes[members[j]][1] for j in run], pad_id)
-            hidden = model.run(ids, mask, task_ids.get(task, 0) if task else None)
+        for run in pack_by_length(lengths, serving.max_batch_tokens, serving.max_rows):
+            ids, mask = pad_rows([probes[members[j]][1] for j in run], serving.pad_id)
+            hidden = model.run(ids, mask, serving.task_ids.get(task, 0) if task else None)
             unit, _ = l2_normalize(masked_mean(hidden, mask))
             for row, j in enumerate(run):
                 out[members[j]] = unit[row]
-    del model
-    gc.collect()
     return np.stack([v for v in out if v is not None])
 
 

@@ -18,6 +18,7 @@ The output is taken by NAME (jina-v3's second output is a decoy) and returned as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -113,7 +114,11 @@ class OpenVinoEngine:
         *,
         cache_dir: Path | None = None,
         strip_nan_guards: bool = True,
+        properties: dict[str, Any] | None = None,
+        rewrite: Callable[[Any], object] | None = None,
     ) -> None:
+        """`properties` (more OpenVINO properties) and `rewrite` (applied to the read `ov.Model` before
+        compiling) are for bench/openvino_precision.py's experiments; the product passes neither."""
         import openvino as ov
 
         self.precision = precision
@@ -123,12 +128,15 @@ class OpenVinoEngine:
             "NUM_STREAMS": 1,
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": _OV_PRECISION[precision],
+            **(properties or {}),
         }
         if cache_dir is not None:
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
             config["CACHE_DIR"] = str(cache_dir)
         model = core.read_model(str(model_path))  # external data is memory-mapped, not copied
         self.nan_guards = strip_ov_nan_guards(model) if strip_nan_guards else 0
+        if rewrite is not None:
+            rewrite(model)
         self.compiled = core.compile_model(model, "CPU", config)
         del model
         self.input_names = {port.get_any_name() for port in self.compiled.inputs}
