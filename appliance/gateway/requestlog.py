@@ -6,8 +6,9 @@ Never logs an API key; input text only with `[server] log_inputs = true`.
 A request's life in phases, when the server stamps the first byte (appliance/runtime/http_guard.py
 puts `(first byte, head parsed)` in `scope["extensions"]["embed.timing"]`): `head` (first byte to
 head parsed), `wait` (head parsed to this middleware starting on it: the event loop's backlog,
-and the wait for a permit when `[limits] max_queued_requests` is set: Admission is outside), `app` (to the last byte handed to the socket) and `total`. Without the stamp only `app` and `total`
-(= `app`) are known.
+and the wait for a permit when `[limits] max_queued_requests` is set: Admission is outside), `app`
+(to the last byte handed to the socket) and `total`. Without the stamp only `app` and `total` (=
+`app`) are known.
 """
 
 from __future__ import annotations
